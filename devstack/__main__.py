@@ -1,0 +1,122 @@
+"""Command line of the embedded stack: ``python -m devstack {up,down,status,env,warehouse-url,upload,demo}``.
+
+The Makefile calls these; they can be called directly from the project's virtualenv too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+
+from devstack import sample
+from devstack.postgres import PostgresNotAvailable
+from devstack.stack import BUCKET, Stack
+
+
+def upload(stack: Stack, path: Path) -> str:
+    key = "incoming/" + path.name
+    stack.boto3_client("s3").upload_file(str(path), BUCKET, key)
+    return key
+
+
+def demo(stack: Stack, workbook: Path | None) -> int:
+    """Upload a workbook, run the ingest DAG on it with ``airflow dags test``, print what happened."""
+    stack.up()
+    path = workbook.resolve() if workbook else sample.sample_workbook(stack.home / "samples")
+    if not path.is_file():
+        print(f"demo: {path} is not a file", file=sys.stderr)
+        return 2
+    stack.read_alerts()  # count only this run's alerts
+    key = upload(stack, path)
+    logs = stack.home / "logs"
+    logs.mkdir(exist_ok=True)
+    log = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    print(f"Uploaded {path} to s3://{BUCKET}/{key}; running retail_ingest (log: {log}) ...", flush=True)
+    exit_code = stack.run_airflow(["dags", "test", "retail_ingest", "--conf", json.dumps({"key": key})], log=log)
+    seconds = time.perf_counter() - clock
+    with psycopg.connect(stack.warehouse_url()) as conn:
+        ledger = conn.execute(
+            """
+            select status, rows_loaded, rows_rejected, error, duplicate_of
+            from bronze.load_ledger where source_key = %s and started_at >= %s
+            order by finished_at desc limit 1
+            """,
+            (key, started_at),
+        ).fetchone()
+    alerts = stack.read_alerts()
+    print()
+    print(f"  file           {path.name}  (s3://{BUCKET}/{key})")
+    if ledger is None:
+        print(f"  status         the run failed before loading anything (exit code {exit_code})")
+    else:
+        status, rows_loaded, rows_rejected, error, duplicate_of = ledger
+        print(f"  status         {status}" + (f" (same content as batch {duplicate_of})" if duplicate_of else ""))
+        print(f"  rows loaded    {rows_loaded:,}")
+        print(f"  rows rejected  {rows_rejected:,}")
+        if error:
+            print(f"  reason         {error}")
+            print(f"  report         s3://{BUCKET}/quarantine/{path.name}.report.json")
+    print(f"  seconds        {seconds:.1f} (the whole `airflow dags test` run)")
+    print(f"  alerts sent    {len(alerts)}" + "".join(f"\n                 - {alert['subject']}" for alert in alerts))
+    print(f"  warehouse      make psql  (or: psql \"$(make -s warehouse-url)\")")
+    print()
+    if ledger is None or ledger[0] == "rejected" or exit_code:
+        print(f"demo: the file was not loaded; see {log}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("--home", type=Path, default=None, help="state directory (default: .devstack/)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("up", help="start PostgreSQL and moto, create bucket, topic and schema")
+    commands.add_parser("down", help="stop everything the stack started")
+    commands.add_parser("status", help="say what is running")
+    commands.add_parser("env", help="print the stack's Airflow settings as shell exports")
+    url = commands.add_parser("warehouse-url", help="print a libpq URL of the warehouse")
+    url.add_argument("--role", default="postgres", choices=["postgres", "retail_loader"])
+    up_load = commands.add_parser("upload", help="put a file under incoming/ of the bucket")
+    up_load.add_argument("path", type=Path)
+    run = commands.add_parser("demo", help="load a workbook (default: the generated sample) end to end")
+    run.add_argument("--workbook", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    stack = Stack(args.home) if args.home else Stack()
+    try:
+        if args.command == "up":
+            stack.up()
+            print(f"Stack up: PostgreSQL on 127.0.0.1:{stack.state.postgres_port}, moto on {stack.moto_url}")
+        elif args.command == "down":
+            stack.down()
+            print("Stack stopped.")
+        elif args.command == "status":
+            for part, running in stack.status().items():
+                print(f"{part:10} {'running' if running else 'stopped'}")
+        elif args.command == "env":
+            for name, value in stack.environment().items():
+                print(f"export {name}={shlex.quote(value)}")
+        elif args.command == "warehouse-url":
+            print(stack.warehouse_url(args.role))
+        elif args.command == "upload":
+            stack.up()
+            print(f"s3://{BUCKET}/{upload(stack, args.path)}")
+        elif args.command == "demo":
+            return demo(stack, args.workbook)
+    except PostgresNotAvailable as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""A throwaway PostgreSQL cluster run from the system's binaries, for the embedded stack and the tests.
+
+The cluster lives in a directory the project owns. PostgreSQL refuses to run as root, so when we are
+root every server command goes through ``runuser -u postgres`` and the directory is handed to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_USER = "postgres"
+SUPERUSER = "postgres"
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) were not found. Install them with "
+    "`apt-get install postgresql` (Debian/Ubuntu) or `brew install postgresql@15` (macOS), "
+    "set PG_BINDIR to their folder, or run the project with docker-compose instead."
+)
+
+
+class PostgresNotAvailable(RuntimeError):
+    """No PostgreSQL server binaries on this machine."""
+
+
+def find_bindir() -> Path:
+    """Return the folder holding initdb and pg_ctl: $PG_BINDIR, Debian's layout, or PATH."""
+    candidates: list[str] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(os.environ["PG_BINDIR"])
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(str(Path(on_path).resolve().parent))
+    for folder in candidates:
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    raise PostgresNotAvailable(INSTALL_HINT)
+
+
+def _version_key(path: str) -> int:
+    version = Path(path).parent.name
+    return int(version) if version.isdigit() else 0
+
+
+@dataclass
+class PostgresCluster:
+    """One cluster: ``data_dir`` for its files, listening on 127.0.0.1:``port`` only."""
+
+    root: Path
+    port: int
+    superuser_password: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def log_file(self) -> Path:
+        return self.root / "server.log"
+
+    def _as_server_user(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+
+    def _prepare_root(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, SERVER_USER, SERVER_USER)
+            self.root.chmod(0o700)
+
+    def initialised(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def init(self) -> None:
+        """Create the cluster with password authentication for TCP on loopback, no Unix socket."""
+        if self.initialised():
+            return
+        bindir = find_bindir()
+        self._prepare_root()
+        password_file = self.root / "initdb.pw"
+        password_file.write_text(self.superuser_password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(password_file, SERVER_USER, SERVER_USER)
+        password_file.chmod(0o600)
+        try:
+            self._as_server_user(
+                [
+                    str(bindir / "initdb"),
+                    "--pgdata", str(self.data_dir),
+                    "--username", SUPERUSER,
+                    "--pwfile", str(password_file),
+                    "--auth", "scram-sha-256",
+                    "--encoding", "UTF8",
+                    "--locale", "C.UTF-8",
+                ]
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": "''",
+            # A development cluster: small, and quick to write to. Durability settings stay on.
+            "shared_buffers": "'256MB'",
+            "max_wal_size": "'2GB'",
+            "checkpoint_timeout": "'15min'",
+            "log_min_messages": "warning",
+        }
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            for name, value in settings.items():
+                conf.write(f"{name} = {value}\n")
+
+    def is_running(self) -> bool:
+        pid_file = self.data_dir / "postmaster.pid"
+        if not pid_file.exists():
+            return False
+        try:
+            pid = int(pid_file.read_text().splitlines()[0])
+            os.kill(pid, 0)
+        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            return False
+        return True
+
+    def start(self, timeout: float = 60) -> None:
+        self.init()
+        if self.is_running():
+            return
+        bindir = find_bindir()
+        self._as_server_user(
+            [
+                str(bindir / "pg_ctl"), "start",
+                "--pgdata", str(self.data_dir),
+                "--log", str(self.log_file),
+                "--options", f"-p {self.port}",
+                "--wait", "--timeout", str(int(timeout)),
+            ]
+        )
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        bindir = find_bindir()
+        self._as_server_user(
+            [str(bindir / "pg_ctl"), "stop", "--pgdata", str(self.data_dir), "--mode", "fast", "--wait"]
+        )
+
+    def url(self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres") -> str:
+        from urllib.parse import quote
+
+        secret = self.superuser_password if password is None else password
+        return f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}@127.0.0.1:{self.port}/{database}"

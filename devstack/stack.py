@@ -1,0 +1,264 @@
+"""The embedded default stack: PostgreSQL, a moto server for S3 and SNS, and Airflow's own home.
+
+Everything lives under one state directory (``.devstack/`` for ``make``, a temporary one in tests),
+runs on 127.0.0.1 on free ports chosen once and remembered, and is reached the way AWS would be:
+through Airflow connections and Variables, which ``Stack.environment()`` spells out as ``AIRFLOW_*``
+variables. ``up`` and ``down`` can be called any number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from devstack.postgres import PostgresCluster
+from devstack.processes import alive, read_pid, spawn, stop_group
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_HOME = REPO_ROOT / ".devstack"
+
+DATABASE = "retail"
+LOADER_ROLE = "retail_loader"
+REGION = "eu-west-1"
+BUCKET = "retail-landing"
+TOPIC = "retail-alerts"
+# An SQS queue subscribed to the topic: how the demo and the tests read back what was published.
+ALERTS_INBOX = "retail-alerts-inbox"
+MOTO_ACCOUNT = "123456789012"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass
+class StackState:
+    """What must stay the same across restarts: ports and generated passwords."""
+
+    postgres_port: int
+    moto_port: int
+    superuser_password: str
+    loader_password: str
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> StackState:
+        if path.exists():
+            return cls(**json.loads(path.read_text()))
+        state = cls(
+            postgres_port=free_port(),
+            moto_port=free_port(),
+            superuser_password=secrets.token_urlsafe(18),
+            loader_password=secrets.token_urlsafe(18),
+        )
+        state.save(path)
+        return state
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(json.dumps(self.__dict__, indent=2))
+
+
+class Stack:
+    def __init__(self, home: Path = DEFAULT_HOME) -> None:
+        self.home = home.resolve()
+        self.state = StackState.load_or_create(self.home / "state.json")
+        self.postgres = PostgresCluster(self.home / "postgres", self.state.postgres_port, self.state.superuser_password)
+
+    # -- addresses -----------------------------------------------------------------------------
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    @property
+    def moto_url(self) -> str:
+        return f"http://127.0.0.1:{self.state.moto_port}"
+
+    @property
+    def topic_arn(self) -> str:
+        return f"arn:aws:sns:{REGION}:{MOTO_ACCOUNT}:{TOPIC}"
+
+    def warehouse_url(self, role: str = "postgres") -> str:
+        """libpq URL of the warehouse database: as its owner by default, or as the loader role."""
+        if role == LOADER_ROLE:
+            return self.postgres.url(LOADER_ROLE, self.state.loader_password, DATABASE)
+        return self.postgres.url(database=DATABASE)
+
+    def aws_connection(self) -> dict:
+        return {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": self.moto_url, "region_name": REGION},
+        }
+
+    def environment(self) -> dict[str, str]:
+        """The Airflow configuration, connections and Variables that point at this stack."""
+        return {
+            "AIRFLOW_HOME": str(self.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+            "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(self.aws_connection()),
+            "AIRFLOW_CONN_RETAIL_WAREHOUSE": self.warehouse_url(LOADER_ROLE),
+            "AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN": self.warehouse_url(),
+            "AIRFLOW_VAR_RETAIL_BUCKET": BUCKET,
+            "AIRFLOW_VAR_RETAIL_ALERTS_TOPIC_ARN": self.topic_arn,
+        }
+
+    def boto3_client(self, service: str):
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.moto_url,
+            region_name=REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def up(self) -> None:
+        self.postgres.start()
+        self._prepare_warehouse()
+        self._start_moto()
+        self._prepare_aws()
+        self._migrate_airflow()
+
+    def down(self) -> None:
+        self._stop_moto()
+        self.postgres.stop()
+
+    def status(self) -> dict[str, bool]:
+        return {"postgres": self.postgres.is_running(), "moto": self._moto_running()}
+
+    # -- PostgreSQL ------------------------------------------------------------------------------
+
+    def _prepare_warehouse(self) -> None:
+        from include.retail.warehouse import apply_ddl
+
+        with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
+            if not conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
+                conn.execute(f'create database "{DATABASE}"')
+        with psycopg.connect(self.warehouse_url()) as conn:
+            apply_ddl(conn)
+            # The roles carry privileges only; here they also get a login, as an RDS admin would grant.
+            conn.execute(
+                psycopg.sql.SQL("alter role {} login password {}").format(
+                    psycopg.sql.Identifier(LOADER_ROLE), psycopg.sql.Literal(self.state.loader_password)
+                )
+            )
+            conn.commit()
+
+    # -- moto ----------------------------------------------------------------------------------
+
+    @property
+    def _moto_pid_file(self) -> Path:
+        return self.home / "moto.pid"
+
+    def _moto_running(self) -> bool:
+        return read_pid(self._moto_pid_file) is not None and port_open(self.state.moto_port)
+
+    def _start_moto(self, timeout: float = 30) -> None:
+        if self._moto_running():
+            return
+        if port_open(self.state.moto_port):  # someone else took the port: choose another, remember it
+            self.state.moto_port = free_port()
+            self.state.save(self.home / "state.json")
+        pid = spawn(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.state.moto_port)],
+            self.home / "moto.log",
+        )
+        self._moto_pid_file.write_text(str(pid))
+        deadline = time.monotonic() + timeout
+        while not port_open(self.state.moto_port):
+            if not alive(pid) or time.monotonic() > deadline:
+                raise RuntimeError(f"the moto server did not start; see {self.home / 'moto.log'}")
+            time.sleep(0.1)
+
+    def _stop_moto(self) -> None:
+        pid = read_pid(self._moto_pid_file)
+        if pid is not None:
+            stop_group(pid)
+        self._moto_pid_file.unlink(missing_ok=True)
+
+    def _prepare_aws(self) -> None:
+        """The bucket (versioned, as in production) and the topic, with an SQS inbox subscribed."""
+        s3 = self.boto3_client("s3")
+        existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
+        if BUCKET not in existing:
+            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+            s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        sns, sqs = self.boto3_client("sns"), self.boto3_client("sqs")
+        topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
+        queue_url = sqs.create_queue(QueueName=ALERTS_INBOX)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        subscribed = {
+            sub["Endpoint"] for sub in sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
+        }
+        if queue_arn not in subscribed:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+
+    def read_alerts(self) -> list[dict]:
+        """Take every alert waiting in the SQS inbox: ``{"subject", "message"}`` each."""
+        sqs = self.boto3_client("sqs")
+        queue_url = sqs.get_queue_url(QueueName=ALERTS_INBOX)["QueueUrl"]
+        alerts = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = batch.get("Messages", [])
+            if not messages:
+                return alerts
+            for message in messages:
+                envelope = json.loads(message["Body"])
+                alerts.append({"subject": envelope.get("Subject"), "message": envelope.get("Message")})
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    # -- Airflow -------------------------------------------------------------------------------
+
+    def _migrate_airflow(self) -> None:
+        """Create Airflow's SQLite metadata DB once (about 7 s); later calls cost nothing."""
+        stamp = self.airflow_home / ".migrated"
+        if stamp.exists():
+            return
+        self.airflow_home.mkdir(parents=True, exist_ok=True)
+        self.run_airflow(["db", "migrate"], quiet=True)
+        stamp.touch()
+
+    def run_airflow(self, args: list[str], *, quiet: bool = False, log: Path | None = None) -> int:
+        """Run the ``airflow`` CLI of this virtualenv against this stack."""
+        command = [str(Path(sys.executable).parent / "airflow"), *args]
+        env = {**os.environ, **self.environment()}
+        if log is not None:
+            with log.open("ab") as out:
+                return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+        output = subprocess.DEVNULL if quiet else None
+        completed = subprocess.run(command, env=env, stdout=output, stderr=output, check=False)
+        if completed.returncode and quiet:
+            raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit code {completed.returncode}")
+        return completed.returncode

@@ -1,0 +1,28 @@
+"""The names that tie the code to its configuration, the same in every environment.
+
+Only the values behind these names differ between the embedded stack, docker-compose and MWAA:
+connections come from ``AIRFLOW_CONN_*`` variables or a secrets backend, settings from Airflow
+Variables (``AIRFLOW_VAR_*`` or the secrets backend).
+"""
+
+from __future__ import annotations
+
+# Airflow connections.
+AWS_CONN_ID = "aws_default"  # S3 and SNS; on MWAA the execution role, locally a moto endpoint_url
+WAREHOUSE_CONN_ID = "retail_warehouse"  # the loader role: writes bronze and the ledger, nothing else
+WAREHOUSE_ADMIN_CONN_ID = "retail_warehouse_admin"  # owner: applies include/sql (DDL and grants)
+
+# Airflow Variables.
+BUCKET_VARIABLE = "retail_bucket"
+ALERTS_TOPIC_VARIABLE = "retail_alerts_topic_arn"
+MAX_REJECTED_FRACTION_VARIABLE = "retail_max_rejected_fraction"
+DEFAULT_MAX_REJECTED_FRACTION = 0.01  # a file with more than 1% untypeable rows is rejected whole
+
+# The bucket's layout.
+INCOMING_PREFIX = "incoming/"
+PROCESSED_PREFIX = "processed/"
+QUARANTINE_PREFIX = "quarantine/"
+REPORT_SUFFIX = ".report.json"
+
+# Alerts.
+ALERT_SUBJECT_PREFIX = "[retail]"

@@ -1,0 +1,224 @@
+"""The data contract of a retail transactions file: which columns, under which names, typed how.
+
+Headers are matched by name through an alias table, never by position, so later editions of the data
+(``Invoice``, ``Price``, ``Customer ID``) load into the same columns. Values arrive as text (the reader
+asks for strings so that nothing is guessed) and are typed here; a value that cannot be typed puts its
+row into the rejected rows, with a reason naming the column as the file names it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import polars as pl
+from airflow.sdk.exceptions import AirflowFailException
+
+# The bronze columns, in table order.
+COLUMNS: tuple[str, ...] = (
+    "invoice_no",
+    "stock_code",
+    "description",
+    "quantity",
+    "invoice_date",
+    "unit_price",
+    "customer_id",
+    "country",
+)
+
+# Header as written (normalised: lower case, letters and digits only) -> bronze column.
+HEADER_ALIASES: dict[str, str] = {
+    "invoiceno": "invoice_no",
+    "invoice": "invoice_no",
+    "invoicenumber": "invoice_no",
+    "stockcode": "stock_code",
+    "description": "description",
+    "quantity": "quantity",
+    "invoicedate": "invoice_date",
+    "unitprice": "unit_price",
+    "price": "unit_price",
+    "customerid": "customer_id",
+    "country": "country",
+}
+
+# How a reader would look for each column in a file (for error messages).
+HEADINGS: dict[str, str] = {
+    "invoice_no": "InvoiceNo (or Invoice)",
+    "stock_code": "StockCode",
+    "description": "Description",
+    "quantity": "Quantity",
+    "invoice_date": "InvoiceDate",
+    "unit_price": "UnitPrice (or Price)",
+    "customer_id": "CustomerID (or Customer ID)",
+    "country": "Country",
+}
+
+# What each typed column expects, as said in rejection reasons.
+EXPECTED: dict[str, str] = {
+    "quantity": "a whole number",
+    "invoice_date": "a date-time such as 2011-12-09 12:50:00",
+    "unit_price": "a decimal number",
+    "customer_id": "a whole-number customer code",
+}
+
+# Date-times as the known editions write them: the workbook's cells (read as ISO text), the
+# ISO exports, and the US-style text of the widely shared CSV export (12/1/2010 8:26).
+DATETIME_FORMATS: tuple[str, ...] = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%m/%d/%Y %H:%M",
+    "%m/%d/%Y %H:%M:%S",
+    "%m/%d/%Y",
+)
+
+# Integers beyond this lose exactness as floats; a code this large is not a code.
+_MAX_EXACT_INTEGER = 2**53
+
+
+class FileRejected(AirflowFailException):
+    """The file breaks the contract: it is quarantined whole and the task fails without retrying."""
+
+    def __init__(self, source: str, reason: str, details: dict | None = None) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+        self.details = details or {}
+
+
+def normalise_header(name: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower()) if name is not None else ""
+
+
+@dataclass(frozen=True)
+class HeaderMatch:
+    """How one sheet's header meets the contract."""
+
+    columns: dict[str, int]  # bronze column -> position in the sheet
+    written_as: dict[str, str]  # bronze column -> header as the file writes it
+    missing: tuple[str, ...]
+    ambiguous: dict[str, list[str]]  # bronze column -> the several headers that claim it
+
+    @property
+    def is_data_sheet(self) -> bool:
+        """A sheet with any contract column is meant to hold transactions (a notes sheet has none)."""
+        return bool(self.columns) or bool(self.ambiguous)
+
+    @property
+    def meets_contract(self) -> bool:
+        return not self.missing and not self.ambiguous
+
+    def problem(self) -> str:
+        parts = []
+        if self.missing:
+            wanted = ", ".join(HEADINGS[column] for column in self.missing)
+            parts.append(f"missing required column(s): {wanted}")
+        for column, headers in self.ambiguous.items():
+            parts.append(f"several headers map to {column}: {', '.join(map(repr, headers))}")
+        return "; ".join(parts)
+
+
+def match_header(header: list[object]) -> HeaderMatch:
+    """Map a header row to bronze columns through the alias table; extra columns are ignored."""
+    claims: dict[str, list[tuple[int, str]]] = {}
+    for position, name in enumerate(header):
+        column = HEADER_ALIASES.get(normalise_header(name))
+        if column:
+            claims.setdefault(column, []).append((position, str(name)))
+    columns = {column: found[0][0] for column, found in claims.items() if len(found) == 1}
+    written_as = {column: found[0][1] for column, found in claims.items() if len(found) == 1}
+    ambiguous = {column: [name for _, name in found] for column, found in claims.items() if len(found) > 1}
+    missing = tuple(column for column in COLUMNS if column not in claims)
+    return HeaderMatch(columns, written_as, missing, ambiguous)
+
+
+@dataclass(frozen=True)
+class TypedRows:
+    """One sheet's rows after typing: what bronze takes, and what it cannot."""
+
+    rows: pl.DataFrame  # COLUMNS typed, plus source_row
+    rejected: pl.DataFrame  # source_row, reason, raw_values (JSON text of the row as written)
+
+
+def _blank_to_null(column: str) -> pl.Expr:
+    stripped = pl.col(column).str.strip_chars()
+    return pl.when(stripped == "").then(None).otherwise(stripped)
+
+
+def _whole_number(column: str) -> pl.Expr:
+    """Integers as written ("6") or as a spreadsheet float ("17850.0"); anything else is null."""
+    text = _blank_to_null(column)
+    as_float = text.cast(pl.Float64, strict=False)
+    from_float = (
+        pl.when(as_float.is_finite() & (as_float == as_float.round(0)) & (as_float.abs() < _MAX_EXACT_INTEGER))
+        .then(as_float)
+        .otherwise(None)
+        .cast(pl.Int64)
+    )
+    return pl.coalesce(text.str.to_integer(strict=False), from_float)
+
+
+def _decimal_text(column: str) -> pl.Expr:
+    """A finite decimal number, kept as the text written so that bronze stores it exactly."""
+    text = _blank_to_null(column)
+    as_float = text.cast(pl.Float64, strict=False)
+    return pl.when(as_float.is_finite()).then(text).otherwise(None)
+
+
+def _datetime(frame: pl.DataFrame, column: str) -> pl.Series:
+    """Parse with the first format; only the rows it fails are tried against the others."""
+    text = frame.select(_blank_to_null(column)).to_series()
+    parsed = text.str.to_datetime(DATETIME_FORMATS[0], strict=False, time_unit="us")
+    failed = parsed.is_null() & text.is_not_null()
+    if failed.any():
+        retry = text.filter(failed).to_frame("text").select(
+            pl.coalesce(
+                [pl.col("text").str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
+            )
+        )
+        parsed = parsed.scatter(failed.arg_true(), retry.to_series())
+    return parsed.alias(column)
+
+
+def type_rows(raw: pl.DataFrame, written_as: dict[str, str]) -> TypedRows:
+    """Type a sheet's text columns (named as bronze names them, plus source_row).
+
+    Text columns are kept exactly as written, spaces included: bronze cleans nothing. A blank
+    value is a null, which is a value; only a non-blank value that cannot be typed rejects its row.
+    """
+    frame = raw.with_columns(
+        _whole_number("quantity").alias("__quantity"),
+        _whole_number("customer_id").alias("__customer_id"),
+        _decimal_text("unit_price").alias("__unit_price"),
+        _datetime(raw, "invoice_date").alias("__invoice_date"),
+    )
+    untyped = {column: _blank_to_null(column).is_not_null() & pl.col(f"__{column}").is_null() for column in EXPECTED}
+    bad = frame.select(pl.any_horizontal(untyped.values())).to_series()
+    typed = frame.filter(~bad).select(
+        *(pl.col(f"__{column}").alias(column) if column in EXPECTED else pl.col(column) for column in COLUMNS),
+        pl.col("source_row"),
+    )
+    if not bad.any():
+        return TypedRows(rows=typed, rejected=_no_rejections())
+    # Reasons are spelled out for the few bad rows only.
+    failures = [
+        pl.when(is_untyped).then(
+            pl.format("{}: expected {}, got '{}'", pl.lit(written_as[column]), pl.lit(EXPECTED[column]), pl.col(column))
+        )
+        for column, is_untyped in untyped.items()
+    ]
+    rejected = frame.filter(bad).select(
+        pl.col("source_row"),
+        pl.concat_str(failures, separator="; ", ignore_nulls=True).alias("reason"),
+        pl.struct(pl.col(column).alias(written_as[column]) for column in COLUMNS)
+        .struct.json_encode()
+        .alias("raw_values"),
+    )
+    return TypedRows(rows=typed, rejected=rejected)
+
+
+def _no_rejections() -> pl.DataFrame:
+    return pl.DataFrame(schema={"source_row": pl.Int32, "reason": pl.String, "raw_values": pl.String})

@@ -1,0 +1,151 @@
+"""Ingest one S3 object: fetch, check, load into bronze, then file it under processed/ or quarantine/.
+
+The order makes every step safe to repeat after a crash: the ledger is written before the object
+moves, so a re-run of a loaded file finds its content in the ledger, records a duplicate and only
+finishes the move.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+from include.retail import config
+from include.retail.bronze import LoadResult, SourceFile, TypedSheet, load_into_bronze, loaded_batch_of, record_without_loading
+from include.retail.contract import FileRejected, type_rows
+from include.retail.reader import read_source
+
+_REPORT_SAMPLE_ROWS = 50
+
+
+def filed_key(key: str, prefix: str) -> str:
+    """Where an object goes once handled: its path under incoming/, re-rooted at ``prefix``."""
+    relative = key.removeprefix(config.INCOMING_PREFIX)
+    return prefix + relative
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _move(s3: S3Hook, bucket: str, key: str, destination: str) -> None:
+    s3.copy_object(
+        source_bucket_key=key, dest_bucket_key=destination, source_bucket_name=bucket, dest_bucket_name=bucket
+    )
+    s3.delete_objects(bucket=bucket, keys=[key])
+
+
+def _quarantine(s3: S3Hook, bucket: str, key: str, report: dict) -> str:
+    destination = filed_key(key, config.QUARANTINE_PREFIX)
+    s3.load_string(
+        json.dumps(report, indent=2, default=str),
+        key=destination + config.REPORT_SUFFIX,
+        bucket_name=bucket,
+        replace=True,
+    )
+    _move(s3, bucket, key, destination)
+    return destination
+
+
+def ingest_object(
+    s3: S3Hook,
+    bucket: str,
+    key: str,
+    conn: psycopg.Connection,
+    *,
+    max_rejected_fraction: float = config.DEFAULT_MAX_REJECTED_FRACTION,
+    run_id: str | None = None,
+) -> LoadResult:
+    """Load ``s3://bucket/key`` into bronze. Raises FileRejected (after quarantining it) for bad input."""
+    started_at = datetime.now(UTC)
+    batch_id = str(uuid.uuid4())
+    head = s3.head_object(key, bucket)
+    if head is None:
+        raise FileNotFoundError(f"s3://{bucket}/{key} does not exist (already handled by another run?)")
+    with tempfile.TemporaryDirectory(prefix="retail-ingest-") as workdir:
+        local = Path(workdir) / Path(key).name
+        s3.get_conn().download_file(bucket, key, str(local))
+        source = SourceFile(
+            key=key, version=_sha256(local), etag=head.get("ETag", "").strip('"') or None, size=local.stat().st_size
+        )
+
+        already = loaded_batch_of(conn, source.version)
+        if already:
+            result = LoadResult(key=key, batch_id=batch_id, status="duplicate", duplicate_of=already)
+            record_without_loading(conn, source, result, started_at=started_at, run_id=run_id)
+            _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
+            return result
+
+        clock = time.perf_counter()
+        sheets: list[TypedSheet] = []
+        try:
+            contents = read_source(local, key)
+            sheets = [TypedSheet(sheet.name, type_rows(sheet.raw, sheet.written_as)) for sheet in contents.sheets]
+            _check_rejected_share(key, sheets, contents.row_count, max_rejected_fraction)
+        except FileRejected as rejection:
+            result = LoadResult(
+                key=key,
+                batch_id=batch_id,
+                status="rejected",
+                rows_rejected=sum(sheet.typed.rejected.height for sheet in sheets),
+                error=rejection.reason,
+                read_seconds=round(time.perf_counter() - clock, 3),
+            )
+            record_without_loading(conn, source, result, started_at=started_at, run_id=run_id)
+            _quarantine(s3, bucket, key, _report(source, result, rejection))
+            raise
+        read_seconds = round(time.perf_counter() - clock, 3)
+
+        result = load_into_bronze(
+            conn, source, sheets, batch_id=batch_id, started_at=started_at, read_seconds=read_seconds, run_id=run_id
+        )
+    _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
+    return result
+
+
+def _check_rejected_share(key: str, sheets: list[TypedSheet], total: int, limit: float) -> None:
+    rejected = sum(sheet.typed.rejected.height for sheet in sheets)
+    if rejected and rejected > limit * total:
+        first = next(sheet for sheet in sheets if sheet.typed.rejected.height)
+        example = first.typed.rejected.row(0, named=True)
+        where = f"sheet {first.name!r} " if first.name else ""
+        raise FileRejected(
+            key,
+            f"{rejected} of {total} rows ({rejected / total:.1%}) have values that cannot be typed, more than the "
+            f"{limit:.1%} allowed; first: {where}row {example['source_row']}: {example['reason']}",
+            details={
+                "rejected_rows": [
+                    {"sheet": sheet.name, **row}
+                    for sheet in sheets
+                    for row in sheet.typed.rejected.head(_REPORT_SAMPLE_ROWS).to_dicts()
+                ][:_REPORT_SAMPLE_ROWS]
+            },
+        )
+
+
+def _report(source: SourceFile, result: LoadResult, rejection: FileRejected) -> dict:
+    """The report left beside a quarantined file: enough to fix the file without opening the logs."""
+    return {
+        "file": source.key,
+        "status": "rejected",
+        "reason": rejection.reason,
+        "batch_id": result.batch_id,
+        "sha256": source.version,
+        "bytes": source.size,
+        "rows_rejected": result.rows_rejected,
+        "rejected_at": datetime.now(UTC).isoformat(),
+        **rejection.details,
+        "what_to_do": "Fix the file and upload it again under incoming/; nothing from it was loaded.",
+    }

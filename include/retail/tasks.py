@@ -1,0 +1,65 @@
+"""The bodies of the ingest DAG's tasks: configuration read at run time, hooks built, logic called.
+
+Kept out of the DAG file so that parsing it imports nothing heavy (polars, fastexcel, psycopg).
+"""
+
+from __future__ import annotations
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.postgres.hooks.postgres import PostgresHook
+from airflow.sdk import Variable
+from airflow.sdk.exceptions import AirflowSkipException
+
+from include.retail import config
+
+MAX_FILES_PER_RUN = 100
+
+
+def bucket() -> str:
+    return Variable.get(config.BUCKET_VARIABLE)
+
+
+def wants_loading(files: list[dict], **_context) -> bool:
+    """S3KeySensor check: fire for any object under the prefix but folder markers."""
+    return any(not file["Key"].endswith("/") for file in files)
+
+
+def apply_warehouse_ddl() -> list[str]:
+    from include.retail.warehouse import apply_ddl
+
+    with PostgresHook(postgres_conn_id=config.WAREHOUSE_ADMIN_CONN_ID).get_conn() as conn:
+        return apply_ddl(conn)
+
+
+def list_incoming(requested_key: str | None) -> list[str]:
+    """The keys this run handles: the one a manual run names, or what waits under incoming/."""
+    if requested_key:
+        return [requested_key]
+    keys = S3Hook(aws_conn_id=config.AWS_CONN_ID).list_keys(bucket_name=bucket(), prefix=config.INCOMING_PREFIX)
+    return sorted(key for key in keys if not key.endswith("/"))[:MAX_FILES_PER_RUN]
+
+
+def ingest_file(key: str, run_id: str) -> dict:
+    from include.retail.ingest import ingest_object
+
+    max_rejected = float(
+        Variable.get(config.MAX_REJECTED_FRACTION_VARIABLE, default=config.DEFAULT_MAX_REJECTED_FRACTION)
+    )
+    s3 = S3Hook(aws_conn_id=config.AWS_CONN_ID)
+    with PostgresHook(postgres_conn_id=config.WAREHOUSE_CONN_ID).get_conn() as conn:
+        result = ingest_object(s3, bucket(), key, conn, max_rejected_fraction=max_rejected, run_id=run_id)
+    return result.as_dict()
+
+
+def announce_loads(run_id: str) -> dict:
+    """Publish what the run loaded; skipped (so no Asset event) when it loaded nothing."""
+    from include.retail.alerts import load_summary, publish
+    from include.retail.bronze import ledger_rows_of_run
+
+    with PostgresHook(postgres_conn_id=config.WAREHOUSE_CONN_ID).get_conn() as conn:
+        results = ledger_rows_of_run(conn, run_id)
+    if not any(result["status"] == "loaded" for result in results):
+        raise AirflowSkipException("No file was loaded in this run; bronze is unchanged.")
+    subject, message = load_summary(results, run_id=run_id)
+    message_id = publish(Variable.get(config.ALERTS_TOPIC_VARIABLE), subject, message)
+    return {"subject": subject, "message_id": message_id, "files": results}

@@ -1,0 +1,12 @@
+-- Group roles of the warehouse, one per job (DESIGN.md section 5: least privilege).
+-- The roles carry privileges only; who may log in as them is the environment's business:
+-- the embedded stack gives them LOGIN and a generated password, on RDS grant them to login users.
+do $$
+begin
+    if not exists (select from pg_catalog.pg_roles where rolname = 'retail_loader') then
+        create role retail_loader nologin;
+    end if;
+end
+$$;
+
+comment on role retail_loader is 'Loads files into bronze and records them in the ledger; nothing else.';

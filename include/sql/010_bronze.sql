@@ -1,0 +1,91 @@
+-- Bronze: every source row as delivered, typed where the type is certain, with lineage.
+-- Nothing here is cleaned or dropped; silver (dbt) does that.
+
+create schema if not exists bronze;
+
+comment on schema bronze is 'Source rows as delivered, with lineage; written only by retail_loader.';
+
+-- One row per file seen, whatever became of it.
+create table if not exists bronze.load_ledger (
+    batch_id uuid primary key,
+    source_key text not null,
+    source_version text not null,
+    source_etag text,
+    source_bytes bigint,
+    status text not null,
+    rows_loaded bigint not null default 0,
+    rows_rejected bigint not null default 0,
+    sheets text [] not null default '{}',
+    error text,
+    duplicate_of uuid references bronze.load_ledger (batch_id),
+    superseded_by uuid references bronze.load_ledger (batch_id),
+    airflow_run_id text,
+    started_at timestamptz not null,
+    finished_at timestamptz not null default now(),
+    read_seconds numeric(10, 3),
+    load_seconds numeric(10, 3),
+    constraint load_ledger_status_check check (status in ('loaded', 'duplicate', 'rejected'))
+);
+
+comment on column bronze.load_ledger.source_version is 'SHA-256 of the file''s bytes: the same content is loaded once.';
+comment on column bronze.load_ledger.superseded_by is 'The later load of the same key that replaces this one in retail_transactions_current.';
+
+-- The same content is loaded at most once, whatever key it arrives under.
+create unique index if not exists load_ledger_one_load_per_version
+    on bronze.load_ledger (source_version) where status = 'loaded';
+
+create index if not exists load_ledger_source_key on bronze.load_ledger (source_key);
+
+create table if not exists bronze.retail_transactions (
+    invoice_no text,
+    stock_code text,
+    description text,
+    quantity bigint,
+    invoice_date timestamp,
+    unit_price numeric,
+    customer_id bigint,
+    country text,
+    source_key text not null,
+    source_version text not null,
+    source_sheet text,
+    source_row integer not null,
+    batch_id uuid not null,
+    loaded_at timestamptz not null default now()
+);
+
+comment on table bronze.retail_transactions is 'Every typed source row of every loaded file; superseded loads stay.';
+comment on column bronze.retail_transactions.source_row is 'Row number in the sheet or CSV as a spreadsheet shows it (header = 1).';
+comment on column bronze.retail_transactions.unit_price is 'Exact decimal as written in the source: no rounding.';
+
+-- BRIN: near-free to maintain during COPY, and lets incremental models find new rows by loaded_at.
+create index if not exists retail_transactions_loaded_at
+    on bronze.retail_transactions using brin (loaded_at);
+
+-- Rows whose values could not be typed, with the reason and the values as they came.
+create table if not exists bronze.rejected_rows (
+    batch_id uuid not null,
+    source_key text not null,
+    source_sheet text,
+    source_row integer not null,
+    reason text not null,
+    raw_values jsonb not null,
+    rejected_at timestamptz not null default now()
+);
+
+create index if not exists rejected_rows_batch_id on bronze.rejected_rows (batch_id);
+
+-- What downstream reads: the rows of each key's latest load, superseded loads left out.
+create or replace view bronze.retail_transactions_current as
+select transactions.*
+from bronze.retail_transactions as transactions
+inner join bronze.load_ledger as ledger
+    on transactions.batch_id = ledger.batch_id
+where
+    ledger.status = 'loaded'
+    and ledger.superseded_by is null;
+
+comment on view bronze.retail_transactions_current is 'Rows of every key''s latest load: what silver reads.';
+
+grant usage on schema bronze to retail_loader;
+grant select, insert on bronze.retail_transactions, bronze.rejected_rows to retail_loader;
+grant select, insert, update (superseded_by) on bronze.load_ledger to retail_loader;
