@@ -67,7 +67,7 @@ def demo(stack: Stack, workbook: Path | None) -> int:
             print(f"  report         s3://{BUCKET}/quarantine/{path.name}.report.json")
     print(f"  seconds        {seconds:.1f} (the whole `airflow dags test` run)")
     print(f"  alerts sent    {len(alerts)}" + "".join(f"\n                 - {alert['subject']}" for alert in alerts))
-    print(f"  warehouse      make psql  (or: psql \"$(make -s warehouse-url)\")")
+    print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
     print()
     if ledger is None or ledger[0] == "rejected" or exit_code:
         print(f"demo: the file was not loaded; see {log}", file=sys.stderr)

@@ -93,12 +93,18 @@ class PostgresCluster:
             self._as_server_user(
                 [
                     str(bindir / "initdb"),
-                    "--pgdata", str(self.data_dir),
-                    "--username", SUPERUSER,
-                    "--pwfile", str(password_file),
-                    "--auth", "scram-sha-256",
-                    "--encoding", "UTF8",
-                    "--locale", "C.UTF-8",
+                    "--pgdata",
+                    str(self.data_dir),
+                    "--username",
+                    SUPERUSER,
+                    "--pwfile",
+                    str(password_file),
+                    "--auth",
+                    "scram-sha-256",
+                    "--encoding",
+                    "UTF8",
+                    "--locale",
+                    "C.UTF-8",
                 ]
             )
         finally:
@@ -134,11 +140,17 @@ class PostgresCluster:
         bindir = find_bindir()
         self._as_server_user(
             [
-                str(bindir / "pg_ctl"), "start",
-                "--pgdata", str(self.data_dir),
-                "--log", str(self.log_file),
-                "--options", f"-p {self.port}",
-                "--wait", "--timeout", str(int(timeout)),
+                str(bindir / "pg_ctl"),
+                "start",
+                "--pgdata",
+                str(self.data_dir),
+                "--log",
+                str(self.log_file),
+                "--options",
+                f"-p {self.port}",
+                "--wait",
+                "--timeout",
+                str(int(timeout)),
             ]
         )
         self.wait_ready(timeout)

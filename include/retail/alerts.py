@@ -16,16 +16,16 @@ _TOPIC = "{{ var.value." + config.ALERTS_TOPIC_VARIABLE + " }}"
 
 _FAILURE_SUBJECT = (
     "{{ ('" + config.ALERT_SUBJECT_PREFIX + " FAILED ' ~ dag.dag_id ~ '.' ~ ti.task_id"
-    " ~ (' [' ~ ti.map_index ~ ']' if ti.map_index is not none and ti.map_index >= 0 else '')"
+    " ~ (' [' ~ ti.map_index ~ ']' if ti.map_index is number and ti.map_index >= 0 else '')"
     ")[:" + str(SUBJECT_MAX_CHARS) + "] }}"
 )
 _FAILURE_MESSAGE = """\
 A task of the retail pipeline failed.
 
 DAG:    {{ dag.dag_id }}
-Task:   {{ ti.task_id }}{% if ti.map_index is not none and ti.map_index >= 0 %} (map index {{ ti.map_index }}){% endif %}
+Task:   {{ ti.task_id }}{% if ti.map_index is number and ti.map_index >= 0 %} (map index {{ ti.map_index }}){% endif %}
 Run:    {{ run_id }}
-Try:    {{ ti.try_number }}{% if ti.max_tries is defined %} of {{ ti.max_tries + 1 }}{% endif %}
+Try:    {{ ti.try_number }} of {{ task.retries + 1 }}
 Error:  {{ (exception | string)[:2000] if exception else 'unknown (see the log)' }}
 Log:    {{ ti.log_url }}
 """

@@ -93,9 +93,21 @@ def _insert_ledger_row(
         values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         """,
         (
-            result.batch_id, source.key, source.version, source.etag, source.size, result.status,
-            result.rows_loaded, result.rows_rejected, result.sheets, result.error, result.duplicate_of,
-            run_id, started_at, result.read_seconds, result.load_seconds,
+            result.batch_id,
+            source.key,
+            source.version,
+            source.etag,
+            source.size,
+            result.status,
+            result.rows_loaded,
+            result.rows_rejected,
+            result.sheets,
+            result.error,
+            result.duplicate_of,
+            run_id,
+            started_at,
+            result.read_seconds,
+            result.load_seconds,
         ),
     )
 

@@ -174,9 +174,13 @@ def _datetime(frame: pl.DataFrame, column: str) -> pl.Series:
     parsed = text.str.to_datetime(DATETIME_FORMATS[0], strict=False, time_unit="us")
     failed = parsed.is_null() & text.is_not_null()
     if failed.any():
-        retry = text.filter(failed).to_frame("text").select(
-            pl.coalesce(
-                [pl.col("text").str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
+        retry = (
+            text.filter(failed)
+            .to_frame("text")
+            .select(
+                pl.coalesce(
+                    [pl.col("text").str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
+                )
             )
         )
         parsed = parsed.scatter(failed.arg_true(), retry.to_series())

@@ -19,7 +19,14 @@ import psycopg
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
 from include.retail import config
-from include.retail.bronze import LoadResult, SourceFile, TypedSheet, load_into_bronze, loaded_batch_of, record_without_loading
+from include.retail.bronze import (
+    LoadResult,
+    SourceFile,
+    TypedSheet,
+    load_into_bronze,
+    loaded_batch_of,
+    record_without_loading,
+)
 from include.retail.contract import FileRejected, type_rows
 from include.retail.reader import read_source
 

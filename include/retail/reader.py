@@ -103,9 +103,7 @@ def _read_csv(path: Path, source_name: str) -> SourceContents:
     first_line = text[: text.find("\n")] if "\n" in text else text
     separator = max(CSV_SEPARATORS, key=first_line.count)
     try:
-        grid = pl.read_csv(
-            io.BytesIO(data), has_header=False, infer_schema=False, separator=separator, quote_char='"'
-        )
+        grid = pl.read_csv(io.BytesIO(data), has_header=False, infer_schema=False, separator=separator, quote_char='"')
     except pl.exceptions.PolarsError as error:
         raise FileRejected(source_name, f"not a well-formed CSV file ({error})") from error
     sheet = _sheet_from_grid(grid, None, source_name)

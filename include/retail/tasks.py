@@ -1,12 +1,12 @@
 """The bodies of the ingest DAG's tasks: configuration read at run time, hooks built, logic called.
 
-Kept out of the DAG file so that parsing it imports nothing heavy (polars, fastexcel, psycopg).
+Kept out of the DAG file, and importing the heavy modules (polars, fastexcel, psycopg through the
+Postgres provider) inside each function, so that parsing the DAG stays cheap.
 """
 
 from __future__ import annotations
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowSkipException
 
@@ -24,10 +24,16 @@ def wants_loading(files: list[dict], **_context) -> bool:
     return any(not file["Key"].endswith("/") for file in files)
 
 
+def _warehouse_connection(conn_id: str):
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+
+    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+
+
 def apply_warehouse_ddl() -> list[str]:
     from include.retail.warehouse import apply_ddl
 
-    with PostgresHook(postgres_conn_id=config.WAREHOUSE_ADMIN_CONN_ID).get_conn() as conn:
+    with _warehouse_connection(config.WAREHOUSE_ADMIN_CONN_ID) as conn:
         return apply_ddl(conn)
 
 
@@ -46,7 +52,7 @@ def ingest_file(key: str, run_id: str) -> dict:
         Variable.get(config.MAX_REJECTED_FRACTION_VARIABLE, default=config.DEFAULT_MAX_REJECTED_FRACTION)
     )
     s3 = S3Hook(aws_conn_id=config.AWS_CONN_ID)
-    with PostgresHook(postgres_conn_id=config.WAREHOUSE_CONN_ID).get_conn() as conn:
+    with _warehouse_connection(config.WAREHOUSE_CONN_ID) as conn:
         result = ingest_object(s3, bucket(), key, conn, max_rejected_fraction=max_rejected, run_id=run_id)
     return result.as_dict()
 
@@ -56,7 +62,7 @@ def announce_loads(run_id: str) -> dict:
     from include.retail.alerts import load_summary, publish
     from include.retail.bronze import ledger_rows_of_run
 
-    with PostgresHook(postgres_conn_id=config.WAREHOUSE_CONN_ID).get_conn() as conn:
+    with _warehouse_connection(config.WAREHOUSE_CONN_ID) as conn:
         results = ledger_rows_of_run(conn, run_id)
     if not any(result["status"] == "loaded" for result in results):
         raise AirflowSkipException("No file was loaded in this run; bronze is unchanged.")

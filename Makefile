@@ -1,0 +1,88 @@
+# Everything a user runs. Each target installs what it needs on first use, from the committed lock
+# files, and can be run again at no cost.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCK := requirements/py312.lock
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+MWAA_CONSTRAINTS := ../shared/mwaa/airflow-3.3.1-constraints-py3.12.txt
+WORKBOOK ?=
+
+export UV_PYTHON_DOWNLOADS := never
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
+export DBT_SEND_ANONYMOUS_USAGE_STATS := False
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(UV):
+	@python3 -m venv .tools >&2
+	@.tools/bin/pip install --quiet uv==$(UV_VERSION) >&2
+
+$(VENV)/.synced: $(LOCK) | $(UV)
+	@test -x $(PY) || $(UV) venv --quiet --python "$$(scripts/find-python312)" $(VENV) >&2
+	@$(UV) pip sync --quiet --compile-bytecode --python $(PY) $(LOCK) >&2
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV)/.synced ## create or update the Airflow virtualenv (Python 3.12) from the lock file
+
+.PHONY: demo
+demo: venv ## run the pipeline end to end on the embedded stack (WORKBOOK=path for your own file)
+	@$(PY) -m devstack demo $(if $(WORKBOOK),--workbook "$(WORKBOOK)")
+
+.PHONY: test
+test: venv ## run the whole test suite (starts its own PostgreSQL and moto server)
+	@$(PY) -m pytest
+
+.PHONY: up
+up: venv ## start the embedded stack (PostgreSQL, moto S3/SNS, Airflow metadata DB)
+	@$(PY) -m devstack up
+
+.PHONY: down
+down: ## stop everything the embedded stack started
+	@if [ -x $(PY) ]; then $(PY) -m devstack down; else echo "Nothing to stop."; fi
+
+.PHONY: status
+status: venv ## say what of the embedded stack is running
+	@$(PY) -m devstack status
+
+.PHONY: warehouse-url
+warehouse-url: venv ## print a libpq URL to the warehouse database
+	@$(PY) -m devstack warehouse-url
+
+.PHONY: psql
+psql: venv ## open psql on the warehouse
+	@psql "$$($(PY) -m devstack warehouse-url)"
+
+.PHONY: upload
+upload: venv ## put WORKBOOK under incoming/ of the bucket
+	@test -n "$(WORKBOOK)" || { echo "usage: make upload WORKBOOK=path/to/file.xlsx" >&2; exit 2; }
+	@$(PY) -m devstack upload "$(WORKBOOK)"
+
+.PHONY: env
+env: venv ## print the stack's Airflow settings as shell exports (eval "$$(make -s env)")
+	@$(PY) -m devstack env
+
+.PHONY: lint
+lint: venv ## ruff
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/ruff format --check .
+
+.PHONY: bench
+bench: venv ## measure the bronze load of the real workbook against pandas + openpyxl + to_sql
+	@$(PY) bench/bench_bronze_load.py
+
+.PHONY: lock
+lock: | $(UV) ## re-resolve requirements against MWAA's Airflow 3.3.1 / Python 3.12 constraints
+	$(UV) pip compile --quiet --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header \
+		-c $(MWAA_CONSTRAINTS) requirements.txt requirements/dev.in -o $(LOCK)
+
+.PHONY: clean
+clean: down ## stop the stack and delete its state and the virtualenvs
+	rm -rf .devstack $(VENV) .tools

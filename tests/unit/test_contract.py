@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+import pytest
+
+from include.retail.contract import COLUMNS, match_header, type_rows
+
+WRITTEN_AS = {
+    "invoice_no": "InvoiceNo",
+    "stock_code": "StockCode",
+    "description": "Description",
+    "quantity": "Quantity",
+    "invoice_date": "InvoiceDate",
+    "unit_price": "UnitPrice",
+    "customer_id": "CustomerID",
+    "country": "Country",
+}
+
+
+def raw_rows(*rows: dict) -> pl.DataFrame:
+    """Text rows as the reader hands them over; unspecified columns get valid values."""
+    valid = {
+        "invoice_no": "536365",
+        "stock_code": "85123A",
+        "description": "WHITE HANGING HEART T-LIGHT HOLDER",
+        "quantity": "6",
+        "invoice_date": "2010-12-01 08:26:00",
+        "unit_price": "2.55",
+        "customer_id": "17850",
+        "country": "United Kingdom",
+    }
+    frame = pl.DataFrame([{**valid, **row} for row in rows], schema=dict.fromkeys(COLUMNS, pl.String))
+    return frame.with_columns(source_row=pl.int_range(2, frame.height + 2, dtype=pl.Int32))
+
+
+@pytest.mark.parametrize(
+    ("header", "unit_price_heading"),
+    [
+        (
+            ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"],
+            "UnitPrice",
+        ),
+        (
+            ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price", "Customer ID", "Country"],
+            "Price",
+        ),
+        (
+            [
+                " invoice_no ",
+                "STOCK CODE",
+                "description",
+                "Quantity",
+                "Invoice Date",
+                "Unit Price",
+                "customer_id",
+                "Country",
+                "Notes",
+            ],
+            "Unit Price",
+        ),
+    ],
+)
+def test_headers_of_every_edition_map_by_name(header: list[str], unit_price_heading: str) -> None:
+    match = match_header(header)
+    assert match.meets_contract
+    assert set(match.columns) == set(COLUMNS)
+    assert match.written_as["unit_price"] == unit_price_heading
+
+
+def test_header_order_does_not_matter() -> None:
+    header = ["Country", "CustomerID", "UnitPrice", "InvoiceDate", "Quantity", "Description", "StockCode", "InvoiceNo"]
+    match = match_header(header)
+    assert match.columns["invoice_no"] == 7
+    assert match.columns["country"] == 0
+
+
+def test_missing_column_is_named_as_a_reader_would_look_for_it() -> None:
+    match = match_header(["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "Country"])
+    assert not match.meets_contract
+    assert match.missing == ("customer_id",)
+    assert "CustomerID (or Customer ID)" in match.problem()
+
+
+def test_two_headers_claiming_one_column_are_ambiguous() -> None:
+    match = match_header(["Invoice", "InvoiceNo", "StockCode"])
+    assert "several headers map to invoice_no: 'Invoice', 'InvoiceNo'" in match.problem()
+
+
+def test_a_sheet_without_contract_columns_is_not_a_data_sheet() -> None:
+    assert not match_header(["Notes", "Author"]).is_data_sheet
+    assert match_header(["Quantity", "Notes"]).is_data_sheet
+
+
+def test_values_are_typed_and_text_kept_exactly() -> None:
+    typed = type_rows(
+        raw_rows(
+            {"invoice_no": "C536379", "quantity": "-1", "description": "Discount  ", "customer_id": "14527.0"},
+            {"quantity": "6.0", "unit_price": "0.30000000000000004", "invoice_date": "12/1/2010 8:26"},
+        ),
+        WRITTEN_AS,
+    )
+    assert typed.rejected.height == 0
+    first, second = typed.rows.to_dicts()
+    assert first["invoice_no"] == "C536379"
+    assert first["quantity"] == -1
+    assert first["description"] == "Discount  "  # bronze trims nothing
+    assert first["customer_id"] == 14527
+    assert second["quantity"] == 6
+    assert second["unit_price"] == "0.30000000000000004"  # exact, as written
+    assert second["invoice_date"] == datetime(2010, 12, 1, 8, 26)
+    assert typed.rows.schema["quantity"] == pl.Int64
+    assert typed.rows.schema["customer_id"] == pl.Int64
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["2010-12-01 08:26:00", "2010-12-01T08:26:00", "2010-12-01 08:26", "2010-12-01 08:26:00.000", "12/1/2010 8:26"],
+)
+def test_known_date_time_spellings_parse(text: str) -> None:
+    typed = type_rows(raw_rows({"invoice_date": text}), WRITTEN_AS)
+    assert typed.rows["invoice_date"].to_list() == [datetime(2010, 12, 1, 8, 26)]
+
+
+def test_blank_values_are_nulls_not_rejections() -> None:
+    typed = type_rows(raw_rows({"customer_id": None, "description": None, "quantity": "  "}), WRITTEN_AS)
+    assert typed.rejected.height == 0
+    row = typed.rows.row(0, named=True)
+    assert row["customer_id"] is None
+    assert row["description"] is None
+    assert row["quantity"] is None
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "expected"),
+    [
+        ("quantity", "1.5", "Quantity: expected a whole number, got '1.5'"),
+        ("quantity", "twelve", "Quantity: expected a whole number, got 'twelve'"),
+        ("customer_id", "ABC", "CustomerID: expected a whole-number customer code, got 'ABC'"),
+        ("unit_price", "NaN", "UnitPrice: expected a decimal number, got 'NaN'"),
+        ("unit_price", "£2.55", "UnitPrice: expected a decimal number, got '£2.55'"),
+        ("invoice_date", "yesterday", "InvoiceDate: expected a date-time such as 2011-12-09 12:50:00, got 'yesterday'"),
+    ],
+)
+def test_untypeable_value_rejects_its_row_with_a_reason(column: str, value: str, expected: str) -> None:
+    typed = type_rows(raw_rows({}, {column: value}, {}), WRITTEN_AS)
+    assert typed.rows["source_row"].to_list() == [2, 4]
+    assert typed.rejected["source_row"].to_list() == [3]
+    assert typed.rejected["reason"].to_list() == [expected]
+
+
+def test_rejected_row_keeps_every_value_as_written_under_the_files_headers() -> None:
+    import json
+
+    written_as = {**WRITTEN_AS, "unit_price": "Price", "customer_id": "Customer ID"}
+    typed = type_rows(raw_rows({"quantity": "x", "customer_id": "y"}), written_as)
+    (reason,) = typed.rejected["reason"].to_list()
+    assert (
+        reason
+        == "Quantity: expected a whole number, got 'x'; Customer ID: expected a whole-number customer code, got 'y'"
+    )
+    values = json.loads(typed.rejected["raw_values"][0])
+    assert values["Customer ID"] == "y"
+    assert values["Price"] == "2.55"
