@@ -30,7 +30,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
 
 from include.retail import config, tasks
-from include.retail.alerts import failure_notifier
+from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
 
 
@@ -58,7 +58,7 @@ from include.retail.assets import BRONZE_TRANSACTIONS
         "retry_delay": timedelta(seconds=20),
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=5),
-        "on_failure_callback": failure_notifier(),
+        "on_failure_callback": alert_on_failure,
     },
 )
 def retail_ingest():

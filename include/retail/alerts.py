@@ -38,13 +38,23 @@ def subject_line(text: str) -> str:
 
 
 def failure_notifier() -> SnsNotifier:
-    """The on_failure_callback of every task: names the DAG, task, try, error and log URL."""
+    """An SNS notifier whose message names the DAG, task, try, error and log URL."""
     return SnsNotifier(
         aws_conn_id=config.AWS_CONN_ID,
         target_arn=_TOPIC,
         subject=_FAILURE_SUBJECT,
         message=_FAILURE_MESSAGE,
     )
+
+
+def alert_on_failure(context) -> None:
+    """The on_failure_callback of every task.
+
+    A notifier renders its templates in place, so one shared instance would repeat the first
+    failure's text whenever a process runs several callbacks (``dag.test()``, a long-lived worker):
+    each failure gets a fresh one.
+    """
+    failure_notifier()(context)
 
 
 def publish(topic_arn: str, subject: str, message: str) -> str:

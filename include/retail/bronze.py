@@ -4,6 +4,9 @@ Rows go in with COPY: first into a temporary table holding only the source colum
 tables write no WAL, so this is the cheap place for PostgreSQL to parse 500k rows of text), then into
 ``bronze.retail_transactions`` with the file's lineage added as constants in one INSERT … SELECT.
 That is about twice as fast as COPYing the lineage text on every row.
+
+Functions here take a psycopg connection in autocommit mode and open their own transactions, so
+that a ledger row is committed whether or not the caller goes on to raise.
 """
 
 from __future__ import annotations

@@ -25,9 +25,12 @@ def wants_loading(files: list[dict], **_context) -> bool:
 
 
 def _warehouse_connection(conn_id: str):
+    """A psycopg connection in autocommit mode: each unit of work opens its own transaction."""
     from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-    return PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn = PostgresHook(postgres_conn_id=conn_id).get_conn()
+    conn.autocommit = True
+    return conn
 
 
 def apply_warehouse_ddl() -> list[str]:
