@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,8 @@ def spawn(argv: list[str], log_file: Path, env: dict[str, str] | None = None) ->
         process = subprocess.Popen(
             argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
         )
+    # Reap it when it ends, so that a long-lived caller (the tests) is left with no zombie.
+    threading.Thread(target=process.wait, daemon=True).start()
     return process.pid
 
 
