@@ -29,7 +29,7 @@ from include.retail.contract import COLUMNS, TypedRows
 STAGED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
 REJECTED_COLUMNS = ("source_sheet", "source_row", "reason", "raw_values")
 
-_COPY_CHUNK_BYTES = 1 << 20
+_COPY_SLICE_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -129,16 +129,18 @@ def record_without_loading(
 
 
 def _copy_frame(cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[str], frame: pl.DataFrame) -> None:
-    """COPY a frame as CSV: polars writes nulls unquoted (NULL to COPY) and empty strings as ""."""
-    buffer = io.BytesIO()
-    frame.select(columns).write_csv(buffer, include_header=False, quote_style="necessary")
+    """COPY a frame as CSV, in slices, so that PostgreSQL parses one slice while polars writes the next.
+
+    polars writes nulls unquoted (NULL to COPY) and empty strings as "" (an empty string to COPY).
+    """
     statement = sql.SQL("copy {} ({}) from stdin (format csv)").format(
         table, sql.SQL(", ").join(map(sql.Identifier, columns))
     )
-    payload = buffer.getbuffer()
     with cur.copy(statement) as copy:
-        for start in range(0, len(payload), _COPY_CHUNK_BYTES):
-            copy.write(payload[start : start + _COPY_CHUNK_BYTES])
+        for piece in frame.select(columns).iter_slices(_COPY_SLICE_ROWS):
+            buffer = io.BytesIO()
+            piece.write_csv(buffer, include_header=False, quote_style="necessary")
+            copy.write(buffer.getbuffer())
 
 
 def load_into_bronze(

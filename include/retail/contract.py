@@ -9,6 +9,7 @@ row into the rejected rows, with a reason naming the column as the file names it
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
@@ -143,48 +144,49 @@ class TypedRows:
     rejected: pl.DataFrame  # source_row, reason, raw_values (JSON text of the row as written)
 
 
-def _blank_to_null(column: str) -> pl.Expr:
-    stripped = pl.col(column).str.strip_chars()
-    return pl.when(stripped == "").then(None).otherwise(stripped)
+def _parse(text: pl.Series, strict: Callable[[pl.Series], pl.Series], lenient: Callable[[pl.Series], pl.Series]):
+    """Type ``text`` with the fast ``strict`` parser; retry only what it fails on, trimmed, with ``lenient``.
+
+    Almost every value passes the strict parser, so the costly rules run on a handful of values.
+    Returns the typed values and a mask of the values that are neither blank nor typeable.
+    """
+    typed = strict(text)
+    retry = (typed.is_null() & text.is_not_null()).arg_true()
+    untypeable = pl.repeat(False, text.len(), eager=True)
+    if retry.len():
+        trimmed = text.gather(retry).str.strip_chars()
+        second = lenient(trimmed).cast(typed.dtype)
+        typed = typed.scatter(retry, second)
+        untypeable = untypeable.scatter(retry.filter(second.is_null() & (trimmed != "")), True)
+    return typed, untypeable
 
 
-def _whole_number(column: str) -> pl.Expr:
+def _whole_numbers(text: pl.Series) -> pl.Series:
     """Integers as written ("6") or as a spreadsheet float ("17850.0"); anything else is null."""
-    text = _blank_to_null(column)
     as_float = text.cast(pl.Float64, strict=False)
-    from_float = (
-        pl.when(as_float.is_finite() & (as_float == as_float.round(0)) & (as_float.abs() < _MAX_EXACT_INTEGER))
-        .then(as_float)
-        .otherwise(None)
-        .cast(pl.Int64)
-    )
-    return pl.coalesce(text.str.to_integer(strict=False), from_float)
+    exact = as_float.is_finite() & (as_float == as_float.round(0)) & (as_float.abs() < _MAX_EXACT_INTEGER)
+    return pl.select(pl.when(exact).then(as_float).cast(pl.Int64)).to_series()
 
 
-def _decimal_text(column: str) -> pl.Expr:
+def _decimals(text: pl.Series) -> pl.Series:
     """A finite decimal number, kept as the text written so that bronze stores it exactly."""
-    text = _blank_to_null(column)
-    as_float = text.cast(pl.Float64, strict=False)
-    return pl.when(as_float.is_finite()).then(text).otherwise(None)
+    return pl.select(pl.when(text.cast(pl.Float64, strict=False).is_finite()).then(text)).to_series()
 
 
-def _datetime(frame: pl.DataFrame, column: str) -> pl.Series:
-    """Parse with the first format; only the rows it fails are tried against the others."""
-    text = frame.select(_blank_to_null(column)).to_series()
-    parsed = text.str.to_datetime(DATETIME_FORMATS[0], strict=False, time_unit="us")
-    failed = parsed.is_null() & text.is_not_null()
-    if failed.any():
-        retry = (
-            text.filter(failed)
-            .to_frame("text")
-            .select(
-                pl.coalesce(
-                    [pl.col("text").str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
-                )
-            )
-        )
-        parsed = parsed.scatter(failed.arg_true(), retry.to_series())
-    return parsed.alias(column)
+def _datetimes(text: pl.Series) -> pl.Series:
+    parsed = [text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
+    return pl.select(pl.coalesce(parsed)).to_series()
+
+
+_PARSERS: dict[str, tuple[Callable[[pl.Series], pl.Series], Callable[[pl.Series], pl.Series]]] = {
+    "quantity": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
+    "customer_id": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
+    "unit_price": (_decimals, _decimals),
+    "invoice_date": (
+        lambda text: text.str.to_datetime(DATETIME_FORMATS[0], strict=False, time_unit="us"),
+        _datetimes,
+    ),
+}
 
 
 def type_rows(raw: pl.DataFrame, written_as: dict[str, str]) -> TypedRows:
@@ -193,35 +195,28 @@ def type_rows(raw: pl.DataFrame, written_as: dict[str, str]) -> TypedRows:
     Text columns are kept exactly as written, spaces included: bronze cleans nothing. A blank
     value is a null, which is a value; only a non-blank value that cannot be typed rejects its row.
     """
-    frame = raw.with_columns(
-        _whole_number("quantity").alias("__quantity"),
-        _whole_number("customer_id").alias("__customer_id"),
-        _decimal_text("unit_price").alias("__unit_price"),
-        _datetime(raw, "invoice_date").alias("__invoice_date"),
-    )
-    untyped = {column: _blank_to_null(column).is_not_null() & pl.col(f"__{column}").is_null() for column in EXPECTED}
-    bad = frame.select(pl.any_horizontal(untyped.values())).to_series()
-    typed = frame.filter(~bad).select(
-        *(pl.col(f"__{column}").alias(column) if column in EXPECTED else pl.col(column) for column in COLUMNS),
-        pl.col("source_row"),
-    )
+    typed_columns, untypeable = {}, {}
+    for column, (strict, lenient) in _PARSERS.items():
+        typed_columns[column], untypeable[column] = _parse(raw[column], strict, lenient)
+    typed = raw.with_columns(**typed_columns)
+    bad = pl.select(pl.any_horizontal(untypeable.values())).to_series()
     if not bad.any():
         return TypedRows(rows=typed, rejected=_no_rejections())
     # Reasons are spelled out for the few bad rows only.
     failures = [
-        pl.when(is_untyped).then(
+        pl.when(pl.lit(mask.filter(bad))).then(
             pl.format("{}: expected {}, got '{}'", pl.lit(written_as[column]), pl.lit(EXPECTED[column]), pl.col(column))
         )
-        for column, is_untyped in untyped.items()
+        for column, mask in untypeable.items()
     ]
-    rejected = frame.filter(bad).select(
+    rejected = raw.filter(bad).select(
         pl.col("source_row"),
         pl.concat_str(failures, separator="; ", ignore_nulls=True).alias("reason"),
         pl.struct(pl.col(column).alias(written_as[column]) for column in COLUMNS)
         .struct.json_encode()
         .alias("raw_values"),
     )
-    return TypedRows(rows=typed, rejected=rejected)
+    return TypedRows(rows=typed.filter(~bad), rejected=rejected)
 
 
 def _no_rejections() -> pl.DataFrame:
