@@ -21,7 +21,7 @@ create table if not exists bronze.load_ledger (
     superseded_by uuid references bronze.load_ledger (batch_id),
     airflow_run_id text,
     started_at timestamptz not null,
-    finished_at timestamptz not null default now(),
+    finished_at timestamptz not null default clock_timestamp(),
     read_seconds numeric(10, 3),
     load_seconds numeric(10, 3),
     constraint load_ledger_status_check check (status in ('loaded', 'duplicate', 'rejected'))
