@@ -7,6 +7,13 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 LOCK := requirements/py312.lock
+DBT_VENV := .venv-dbt
+DBT_LOCK := requirements/dbt-py312.lock
+DBT := $(CURDIR)/$(DBT_VENV)/bin/dbt
+DBT_DIR := include/dbt
+MANIFEST := $(DBT_DIR)/target/manifest.json
+DBT_SOURCES := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/tests -type f 2>/dev/null) \
+	$(DBT_DIR)/dbt_project.yml $(DBT_DIR)/profiles.yml
 UV_VERSION := 0.13.9
 UV := .tools/bin/uv
 MWAA_CONSTRAINTS := ../shared/mwaa/airflow-3.3.1-constraints-py3.12.txt
@@ -29,8 +36,18 @@ $(VENV)/.synced: $(LOCK) | $(UV)
 	@$(UV) pip sync --quiet --compile-bytecode --python $(PY) $(LOCK) >&2
 	@touch $@
 
+# dbt lives in a virtualenv of its own: dbt-core's pins conflict with Airflow's (MWAA's).
+$(DBT_VENV)/.synced: $(DBT_LOCK) | $(UV)
+	@test -x $(DBT_VENV)/bin/python || $(UV) venv --quiet --python "$$(scripts/find-python312)" $(DBT_VENV) >&2
+	@$(UV) pip sync --quiet --compile-bytecode --python $(DBT_VENV)/bin/python $(DBT_LOCK) >&2
+	@touch $@
+
+# Cosmos renders the transform DAG from this manifest, so parsing the DAG never runs dbt.
+$(MANIFEST): $(DBT_VENV)/.synced $(DBT_SOURCES)
+	@cd $(DBT_DIR) && DBT_PROFILES_DIR=. $(DBT) parse --quiet >&2
+
 .PHONY: venv
-venv: $(VENV)/.synced ## create or update the Airflow virtualenv (Python 3.12) from the lock file
+venv: $(VENV)/.synced $(DBT_VENV)/.synced $(MANIFEST) ## build the Airflow and dbt virtualenvs and the dbt manifest
 
 .PHONY: demo
 demo: venv ## run the pipeline end to end on the embedded stack (WORKBOOK=path for your own file)
@@ -78,11 +95,20 @@ lint: venv ## ruff
 bench: venv ## measure the bronze load of the real workbook against pandas + openpyxl + to_sql
 	@$(PY) bench/bench_bronze_load.py
 
+.PHONY: docs
+docs: up ## build the dbt docs site (with the lineage graph) against the warehouse
+	@eval "$$($(PY) -m devstack env)" && cd $(DBT_DIR) && $(DBT) docs generate --quiet >&2
+	@echo "dbt docs built in $(DBT_DIR)/target/. Open it with:"
+	@echo "  $(DBT_VENV)/bin/dbt docs serve --project-dir $(DBT_DIR) --profiles-dir $(DBT_DIR) --port 8081"
+	@echo "  (then http://127.0.0.1:8081), or open $(DBT_DIR)/target/static_index.html in a browser."
+
 .PHONY: lock
 lock: | $(UV) ## re-resolve requirements against MWAA's Airflow 3.3.1 / Python 3.12 constraints
 	$(UV) pip compile --quiet --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header \
 		-c $(MWAA_CONSTRAINTS) requirements.txt requirements/dev.in -o $(LOCK)
+	$(UV) pip compile --quiet --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header \
+		requirements/dbt.in -o $(DBT_LOCK)
 
 .PHONY: clean
 clean: down ## stop the stack and delete its state and the virtualenvs
-	rm -rf .devstack $(VENV) .tools
+	rm -rf .devstack $(VENV) $(DBT_VENV) .tools $(DBT_DIR)/target $(DBT_DIR)/logs

@@ -150,11 +150,15 @@ def main() -> None:
     print(f"{'way':10}{'median s':>10}{'peak MB':>10}")
     for way in ("project", "common", "floor"):
         print(f"{way:10}{median[way]:10.2f}{peak[way]:10.0f}")
-    print(f"\nproject is {median['common'] / median['project']:.1f}x faster than the common way; "
-          f"{median['project'] / median['floor']:.1f}x the floor")
+    print(
+        f"\nproject is {median['common'] / median['project']:.1f}x faster than the common way; "
+        f"{median['project'] / median['floor']:.1f}x the floor"
+    )
     split = results["project"]
-    print(f"project split (median): read+type {statistics.median(r['read_seconds'] for r in split):.2f} s, "
-          f"COPY+commit {statistics.median(r['load_seconds'] for r in split):.2f} s")
+    print(
+        f"project split (median): read+type {statistics.median(r['read_seconds'] for r in split):.2f} s, "
+        f"COPY+commit {statistics.median(r['load_seconds'] for r in split):.2f} s"
+    )
     out = REPO_ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"bronze_load_{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(

@@ -26,8 +26,25 @@ def upload(stack: Stack, path: Path) -> str:
     return key
 
 
+def _layer_rows(stack: Stack) -> dict[str, int]:
+    """Rows of every silver and gold table, for the demo's summary."""
+    with psycopg.connect(stack.warehouse_url()) as conn:
+        tables = conn.execute(
+            "select table_schema, table_name from information_schema.tables "
+            "where table_schema in ('silver', 'gold') order by table_schema desc, table_name"
+        ).fetchall()
+        return {
+            f"{schema}.{name}": conn.execute(
+                psycopg.sql.SQL("select count(*) from {}.{}").format(
+                    psycopg.sql.Identifier(schema), psycopg.sql.Identifier(name)
+                )
+            ).fetchone()[0]
+            for schema, name in tables
+        }
+
+
 def demo(stack: Stack, workbook: Path | None) -> int:
-    """Upload a workbook, run the ingest DAG on it with ``airflow dags test``, print what happened."""
+    """Upload a workbook, run ingest then transform with ``airflow dags test``, print what happened."""
     stack.up()
     path = workbook.resolve() if workbook else sample.sample_workbook(stack.home / "samples")
     if not path.is_file():
@@ -42,7 +59,7 @@ def demo(stack: Stack, workbook: Path | None) -> int:
     clock = time.perf_counter()
     print(f"Uploaded {path} to s3://{BUCKET}/{key}; running retail_ingest (log: {log}) ...", flush=True)
     exit_code = stack.run_airflow(["dags", "test", "retail_ingest", "--conf", json.dumps({"key": key})], log=log)
-    seconds = time.perf_counter() - clock
+    ingest_seconds = time.perf_counter() - clock
     with psycopg.connect(stack.warehouse_url()) as conn:
         ledger = conn.execute(
             """
@@ -52,7 +69,15 @@ def demo(stack: Stack, workbook: Path | None) -> int:
             """,
             (key, started_at),
         ).fetchone()
+    loaded = ledger is not None and ledger[0] == "loaded" and not exit_code
+    transform_code, transform_seconds = None, 0.0
+    if loaded:
+        print("Loaded; running retail_transform (dbt through Cosmos) ...", flush=True)
+        clock = time.perf_counter()
+        transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
+        transform_seconds = time.perf_counter() - clock
     alerts = stack.read_alerts()
+
     print()
     print(f"  file           {path.name}  (s3://{BUCKET}/{key})")
     if ledger is None:
@@ -65,12 +90,16 @@ def demo(stack: Stack, workbook: Path | None) -> int:
         if error:
             print(f"  reason         {error}")
             print(f"  report         s3://{BUCKET}/quarantine/{path.name}.report.json")
-    print(f"  seconds        {seconds:.1f} (the whole `airflow dags test` run)")
+    print(f"  seconds        {ingest_seconds:.1f} ingest" + (f" + {transform_seconds:.1f} transform" if loaded else ""))
+    if transform_code is not None:
+        print(f"  transform      {'success' if transform_code == 0 else 'FAILED'}")
+        for table, rows in _layer_rows(stack).items():
+            print(f"    {table:36} {rows:>10,} rows")
     print(f"  alerts sent    {len(alerts)}" + "".join(f"\n                 - {alert['subject']}" for alert in alerts))
     print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
     print()
-    if ledger is None or ledger[0] == "rejected" or exit_code:
-        print(f"demo: the file was not loaded; see {log}", file=sys.stderr)
+    if ledger is None or ledger[0] == "rejected" or exit_code or transform_code:
+        print(f"demo: the pipeline did not complete; see {log}", file=sys.stderr)
         return 1
     return 0
 
@@ -84,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="say what is running")
     commands.add_parser("env", help="print the stack's Airflow settings as shell exports")
     url = commands.add_parser("warehouse-url", help="print a libpq URL of the warehouse")
-    url.add_argument("--role", default="postgres", choices=["postgres", "retail_loader"])
+    url.add_argument("--role", default="postgres", choices=["postgres", "retail_loader", "retail_transformer"])
     up_load = commands.add_parser("upload", help="put a file under incoming/ of the bucket")
     up_load.add_argument("path", type=Path)
     run = commands.add_parser("demo", help="load a workbook (default: the generated sample) end to end")

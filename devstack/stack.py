@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -28,6 +28,7 @@ DEFAULT_HOME = REPO_ROOT / ".devstack"
 
 DATABASE = "retail"
 LOADER_ROLE = "retail_loader"
+TRANSFORMER_ROLE = "retail_transformer"
 REGION = "eu-west-1"
 BUCKET = "retail-landing"
 TOPIC = "retail-alerts"
@@ -48,26 +49,27 @@ def port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _password() -> str:
+    return secrets.token_urlsafe(18)
+
+
 @dataclass
 class StackState:
     """What must stay the same across restarts: ports and generated passwords."""
 
-    postgres_port: int
-    moto_port: int
-    superuser_password: str
-    loader_password: str
+    postgres_port: int = field(default_factory=free_port)
+    moto_port: int = field(default_factory=free_port)
+    superuser_password: str = field(default_factory=_password)
+    loader_password: str = field(default_factory=_password)
+    transformer_password: str = field(default_factory=_password)
 
     @classmethod
     def load_or_create(cls, path: Path) -> StackState:
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
-        state = cls(
-            postgres_port=free_port(),
-            moto_port=free_port(),
-            superuser_password=secrets.token_urlsafe(18),
-            loader_password=secrets.token_urlsafe(18),
-        )
-        state.save(path)
+        """Read the state, filling in (and saving) whatever an older version of it lacks."""
+        known = json.loads(path.read_text()) if path.exists() else {}
+        state = cls(**{name: value for name, value in known.items() if name in cls.__dataclass_fields__})
+        if state.__dict__ != known:
+            state.save(path)
         return state
 
     def save(self, path: Path) -> None:
@@ -96,10 +98,13 @@ class Stack:
     def topic_arn(self) -> str:
         return f"arn:aws:sns:{REGION}:{MOTO_ACCOUNT}:{TOPIC}"
 
+    def role_passwords(self) -> dict[str, str]:
+        return {LOADER_ROLE: self.state.loader_password, TRANSFORMER_ROLE: self.state.transformer_password}
+
     def warehouse_url(self, role: str = "postgres") -> str:
-        """libpq URL of the warehouse database: as its owner by default, or as the loader role."""
-        if role == LOADER_ROLE:
-            return self.postgres.url(LOADER_ROLE, self.state.loader_password, DATABASE)
+        """libpq URL of the warehouse database: as its owner by default, or as one of the job roles."""
+        if role in self.role_passwords():
+            return self.postgres.url(role, self.role_passwords()[role], DATABASE)
         return self.postgres.url(database=DATABASE)
 
     def aws_connection(self) -> dict:
@@ -121,11 +126,20 @@ class Stack:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
+            "AIRFLOW__COSMOS__CACHE_DIR": str(self.home / "cosmos-cache"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(self.aws_connection()),
             "AIRFLOW_CONN_RETAIL_WAREHOUSE": self.warehouse_url(LOADER_ROLE),
             "AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN": self.warehouse_url(),
+            "AIRFLOW_CONN_RETAIL_WAREHOUSE_TRANSFORM": self.warehouse_url(TRANSFORMER_ROLE),
+            # dbt outside Airflow (make docs, make dbt-build) reads its profile from these.
+            "DBT_PROFILES_DIR": str(REPO_ROOT / "include" / "dbt"),
+            "RETAIL_DBT_HOST": "127.0.0.1",
+            "RETAIL_DBT_PORT": str(self.state.postgres_port),
+            "RETAIL_DBT_USER": TRANSFORMER_ROLE,
+            "RETAIL_DBT_PASSWORD": self.state.transformer_password,
+            "RETAIL_DBT_DATABASE": DATABASE,
             "AIRFLOW_VAR_RETAIL_BUCKET": BUCKET,
             "AIRFLOW_VAR_RETAIL_ALERTS_TOPIC_ARN": self.topic_arn,
         }
@@ -168,11 +182,12 @@ class Stack:
         with psycopg.connect(self.warehouse_url()) as conn:
             apply_ddl(conn)
             # The roles carry privileges only; here they also get a login, as an RDS admin would grant.
-            conn.execute(
-                psycopg.sql.SQL("alter role {} login password {}").format(
-                    psycopg.sql.Identifier(LOADER_ROLE), psycopg.sql.Literal(self.state.loader_password)
+            for role, password in self.role_passwords().items():
+                conn.execute(
+                    psycopg.sql.SQL("alter role {} login password {}").format(
+                        psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+                    )
                 )
-            )
             conn.commit()
 
     # -- moto ----------------------------------------------------------------------------------

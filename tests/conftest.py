@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -26,6 +27,14 @@ _HOME = Path(tempfile.mkdtemp(prefix="retail-tests-"))
 _HOME.chmod(0o755)  # the postgres server user must reach the cluster directory inside
 STACK = Stack(_HOME)
 os.environ.update(STACK.environment())
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+# A SIGTERM (a CI timeout, `kill`) ends the session like Ctrl-C, so that the stack is still stopped.
+signal.signal(signal.SIGTERM, _interrupt)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from __future__ import annotations
 AWS_CONN_ID = "aws_default"  # S3 and SNS; on MWAA the execution role, locally a moto endpoint_url
 WAREHOUSE_CONN_ID = "retail_warehouse"  # the loader role: writes bronze and the ledger, nothing else
 WAREHOUSE_ADMIN_CONN_ID = "retail_warehouse_admin"  # owner: applies include/sql (DDL and grants)
+WAREHOUSE_TRANSFORM_CONN_ID = "retail_warehouse_transform"  # dbt: reads bronze, builds silver and gold
 
 # Airflow Variables.
 BUCKET_VARIABLE = "retail_bucket"

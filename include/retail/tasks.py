@@ -72,3 +72,20 @@ def announce_loads(run_id: str) -> dict:
     subject, message = load_summary(results, run_id=run_id)
     message_id = publish(Variable.get(config.ALERTS_TOPIC_VARIABLE), subject, message)
     return {"subject": subject, "message_id": message_id, "files": results}
+
+
+def announce_transform(run_id: str, started_at) -> dict:
+    """Publish what the transform built (it runs only when every model and test succeeded)."""
+    from datetime import UTC, datetime
+
+    from include.retail.alerts import publish, subject_line
+    from include.retail.dbt_project import DBT_MANIFEST
+    from include.retail.transform import DbtProject, layer_counts, transform_summary
+
+    project = DbtProject.from_manifest(DBT_MANIFEST)
+    seconds = (datetime.now(UTC) - started_at).total_seconds()
+    with _warehouse_connection(config.WAREHOUSE_TRANSFORM_CONN_ID) as conn:
+        counts = layer_counts(conn, project)
+        subject, message = transform_summary(conn, project, counts, run_id=run_id, seconds=seconds)
+    message_id = publish(Variable.get(config.ALERTS_TOPIC_VARIABLE), subject, message)
+    return {"subject": subject_line(subject), "message_id": message_id, "rows": counts}

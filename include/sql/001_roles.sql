@@ -6,7 +6,15 @@ begin
     if not exists (select from pg_catalog.pg_roles where rolname = 'retail_loader') then
         create role retail_loader nologin;
     end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'retail_transformer') then
+        create role retail_transformer nologin;
+    end if;
+    if not exists (select from pg_catalog.pg_roles where rolname = 'retail_reader') then
+        create role retail_reader nologin;
+    end if;
 end
 $$;
 
 comment on role retail_loader is 'Loads files into bronze and records them in the ledger; nothing else.';
+comment on role retail_transformer is 'dbt: reads bronze, owns and builds silver and gold.';
+comment on role retail_reader is 'Reads gold: dashboards and analysts.';

@@ -27,10 +27,30 @@ def test_no_import_errors(dagbag: DagBag) -> None:
 
 
 def test_expected_dags_exist(dagbag: DagBag) -> None:
-    assert "retail_ingest" in dagbag.dag_ids
+    assert {"retail_ingest", "retail_transform"} <= set(dagbag.dag_ids)
 
 
-@pytest.mark.parametrize("dag_id", ["retail_ingest"])
+def test_transform_is_scheduled_on_the_asset_ingest_updates(dagbag: DagBag) -> None:
+    outlets = {outlet.name for task in dagbag.dags["retail_ingest"].tasks for outlet in getattr(task, "outlets", [])}
+    schedule = dagbag.dags["retail_transform"].timetable.asset_condition
+    assert {asset.name for asset in schedule.objects} == outlets == {"retail_bronze_transactions"}
+
+
+def test_transform_renders_a_task_per_model_with_its_tests_after_it(dagbag: DagBag) -> None:
+    import json
+
+    from include.retail.dbt_project import DBT_MANIFEST
+
+    manifest = json.loads(DBT_MANIFEST.read_text())
+    models = [node for node in manifest["nodes"].values() if node["resource_type"] == "model"]
+    dag = dagbag.dags["retail_transform"]
+    for model in models:
+        run = dag.get_task(f"dbt.{model['name']}.run")
+        test = dag.get_task(f"dbt.{model['name']}.test")
+        assert test.task_id in run.downstream_task_ids
+
+
+@pytest.mark.parametrize("dag_id", ["retail_ingest", "retail_transform"])
 def test_dag_is_documented_owned_tagged_and_retried(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert dag.doc_md
@@ -40,7 +60,9 @@ def test_dag_is_documented_owned_tagged_and_retried(dagbag: DagBag, dag_id: str)
     check_cycle(dag)
     for task in dag.tasks:
         assert task.owner not in ("", "airflow"), f"{task.task_id} has no owner"
-        if task.task_id != "fail_run_if_a_file_failed":  # it only marks the run; retrying it means nothing
+        # These two are not retried on purpose: one only marks the run failed; the other is the dbt
+        # build, which the model tasks re-run per model on their own retries.
+        if task.task_id not in ("fail_run_if_a_file_failed", "dbt.dbt_producer_watcher"):
             assert task.retries >= 1, f"{task.task_id} is not retried"
             assert task.on_failure_callback, f"{task.task_id} sends no failure alert"
 

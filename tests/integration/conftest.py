@@ -46,6 +46,35 @@ def run_ingest(stack: Stack, dags: dict) -> Callable[..., Run]:
 
 
 @pytest.fixture(scope="session")
+def run_transform(stack: Stack, dags: dict) -> Callable[[], Run]:
+    """Run retail_transform with ``dag.test()``, as the Asset event would; return its state and alerts."""
+
+    def run() -> Run:
+        stack.read_alerts()
+        dag_run = dags["retail_transform"].test()
+        return Run(state=str(dag_run.state), run_id=dag_run.run_id, alerts=stack.read_alerts())
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def reset_warehouse(stack: Stack) -> Callable[[], None]:
+    """Empty bronze and drop what dbt built, for tests that need the warehouse to hold only their data."""
+
+    def reset() -> None:
+        from include.retail.warehouse import apply_ddl
+
+        with psycopg.connect(stack.warehouse_url()) as conn:
+            conn.execute("truncate bronze.retail_transactions, bronze.rejected_rows, bronze.load_ledger")
+            conn.execute("drop schema if exists silver cascade")
+            conn.execute("drop schema if exists gold cascade")
+            conn.commit()
+            apply_ddl(conn)
+
+    return reset
+
+
+@pytest.fixture(scope="session")
 def s3(stack: Stack):
     return stack.boto3_client("s3")
 

@@ -1,0 +1,61 @@
+"""
+### Retail transform: silver and gold with dbt, rendered by Cosmos
+
+Scheduled on the `retail_bronze_transactions` Asset that `retail_ingest` updates when it loads files:
+several files loaded in one window give one transform run, and either DAG can be re-run alone.
+
+The dbt project in `include/dbt/` is rendered from its manifest (built ahead of time by `dbt parse`)
+into the `dbt` task group: one task per model, its tests right after it. In Cosmos's WATCHER mode a
+single producer task runs one `dbt build` (dbt in its own virtualenv, called by path), and each model's
+task then reports what dbt did with that model, so the run costs about one `dbt build` while a failing
+test still fails the tasks that depend on it and names itself in the failure alert.
+
+- **silver**: `transactions` (cleaned, deduplicated, flagged; incremental by file), `dim_date`,
+  `dim_product`, `dim_customer`, `fact_sales_daily` (date × product × country; incremental by day),
+  `fact_returns_daily`, and the rows set aside;
+- **gold**: `monthly_sales_summary`, `country_sales`, `product_performance`, `customer_rfm`.
+
+On success the SNS topic gets a summary (rows per layer, revenue, months, tests, duration); any failed
+task sends the same alert as ingest.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from cosmos import DbtTaskGroup
+
+from include.retail import tasks
+from include.retail.alerts import alert_on_failure
+from include.retail.assets import BRONZE_TRANSACTIONS
+from include.retail.dbt_project import cosmos_configs, follow_the_build
+
+
+@dag(
+    dag_id="retail_transform",
+    schedule=[BRONZE_TRANSACTIONS],
+    max_active_runs=1,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    doc_md=__doc__,
+    tags=["retail", "transform", "dbt", "silver", "gold"],
+    default_args={
+        "owner": "data-engineering",
+        "retries": 1,
+        "retry_delay": timedelta(seconds=30),
+        "on_failure_callback": alert_on_failure,
+    },
+)
+def retail_transform():
+    dbt = DbtTaskGroup(group_id="dbt", **cosmos_configs())
+    follow_the_build(dbt)
+
+    @task
+    def announce_transform(run_id: str | None = None, dag_run=None) -> dict:
+        return tasks.announce_transform(run_id, dag_run.start_date)
+
+    dbt >> announce_transform()
+
+
+retail_transform()

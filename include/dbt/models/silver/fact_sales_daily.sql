@@ -1,0 +1,59 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='delete+insert',
+        unique_key='invoice_date',
+        indexes=[
+            {'columns': ['invoice_date']},
+            {'columns': ['max_loaded_at']},
+        ],
+        pre_hook="
+            {% if is_incremental() %}
+                delete from {{ this }}
+                where invoice_date = any({{ sales_daily_days_to_rebuild() }})
+            {% endif %}
+        ",
+    )
+}}
+
+{#-
+    Incremental: only the days touched since the newest line this table has seen (max(max_loaded_at))
+    are rebuilt, from all their sale lines; see macros/sales_daily_days_to_rebuild.sql. delete+insert
+    on invoice_date replaces those days; the pre-hook also clears a day left without any sale (a
+    corrected file that drops it), which delete+insert alone could not see.
+-#}
+
+with
+
+sale_lines as (
+
+    select * from {{ ref('transactions') }}
+    where
+        line_type = 'sale'
+
+        {% if is_incremental() %}
+        and invoice_date = any({{ sales_daily_days_to_rebuild() }})
+        {% endif %}
+
+),
+
+final as (
+
+    select
+        invoice_date,
+        stock_code,
+        country,
+        sum(quantity)::bigint as units,
+        sum(line_amount) as revenue,
+        count(distinct invoice_no) as invoices,
+        count(distinct customer_id) as customers,
+        count(*) as lines,
+        sum(source_rows) as sale_lines_source_rows,
+        max(loaded_at) as max_loaded_at
+
+    from sale_lines
+    group by invoice_date, stock_code, country
+
+)
+
+select * from final
