@@ -97,7 +97,7 @@ bench: venv ## measure the bronze load of the real workbook against pandas + ope
 
 .PHONY: docs
 docs: up ## build the dbt docs site (with the lineage graph) against the warehouse
-	@eval "$$($(PY) -m devstack env)" && cd $(DBT_DIR) && $(DBT) docs generate --quiet >&2
+	@eval "$$($(PY) -m devstack env)" && cd $(DBT_DIR) && $(DBT) docs generate --static --quiet >&2
 	@echo "dbt docs built in $(DBT_DIR)/target/. Open it with:"
 	@echo "  $(DBT_VENV)/bin/dbt docs serve --project-dir $(DBT_DIR) --profiles-dir $(DBT_DIR) --port 8081"
 	@echo "  (then http://127.0.0.1:8081), or open $(DBT_DIR)/target/static_index.html in a browser."
