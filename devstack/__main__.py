@@ -27,20 +27,12 @@ def upload(stack: Stack, path: Path) -> str:
 
 
 def _layer_rows(stack: Stack) -> dict[str, int]:
-    """Rows of every silver and gold table, for the demo's summary."""
+    """Rows per layer, counted as the transform's SNS summary counts them."""
+    from include.retail.dbt_project import DBT_MANIFEST
+    from include.retail.transform import DbtProject, layer_counts
+
     with psycopg.connect(stack.warehouse_url()) as conn:
-        tables = conn.execute(
-            "select table_schema, table_name from information_schema.tables "
-            "where table_schema in ('silver', 'gold') order by table_schema desc, table_name"
-        ).fetchall()
-        return {
-            f"{schema}.{name}": conn.execute(
-                psycopg.sql.SQL("select count(*) from {}.{}").format(
-                    psycopg.sql.Identifier(schema), psycopg.sql.Identifier(name)
-                )
-            ).fetchone()[0]
-            for schema, name in tables
-        }
+        return layer_counts(conn, DbtProject.from_manifest(DBT_MANIFEST))
 
 
 def demo(stack: Stack, workbook: Path | None) -> int:

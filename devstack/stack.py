@@ -35,6 +35,8 @@ TOPIC = "retail-alerts"
 # An SQS queue subscribed to the topic: how the demo and the tests read back what was published.
 ALERTS_INBOX = "retail-alerts-inbox"
 MOTO_ACCOUNT = "123456789012"
+# moto accepts any credentials; these are its documented placeholders, not a secret.
+MOTO_KEY_ID = MOTO_SECRET = "testing"
 
 
 def free_port() -> int:
@@ -110,8 +112,8 @@ class Stack:
     def aws_connection(self) -> dict:
         return {
             "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
+            "login": MOTO_KEY_ID,
+            "password": MOTO_SECRET,
             "extra": {"endpoint_url": self.moto_url, "region_name": REGION},
         }
 
@@ -151,8 +153,8 @@ class Stack:
             service,
             endpoint_url=self.moto_url,
             region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+            aws_access_key_id=MOTO_KEY_ID,
+            aws_secret_access_key=MOTO_SECRET,
         )
 
     # -- lifecycle -----------------------------------------------------------------------------

@@ -171,13 +171,9 @@ def load_into_bronze(
     staged = sql.Identifier("staged_transactions")
     with conn.transaction(), _cursor(conn) as cur:
         cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (source.version,))
-        cur.execute(
-            "select batch_id from bronze.load_ledger where source_version = %s and status = 'loaded'",
-            (source.version,),
-        )
-        already = cur.fetchone()
+        already = loaded_batch_of(conn, source.version)  # now under the lock: a concurrent load has committed
         if already:
-            result.status, result.duplicate_of, result.sheets = "duplicate", str(already[0]), []
+            result.status, result.duplicate_of, result.sheets = "duplicate", already, []
             result.load_seconds = round(time.perf_counter() - clock, 3)
             _insert_ledger_row(cur, source, result, started_at, run_id)
             return result
