@@ -20,20 +20,16 @@ from pathlib import Path
 
 import psycopg
 
+from devstack.aws import ALERTS_INBOX, BUCKET, TOPIC, provision
 from devstack.postgres import PostgresCluster
 from devstack.processes import alive, read_pid, spawn, stop_group
+from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE, apply_ddl, provision_logins
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / ".devstack"
 
 DATABASE = "retail"
-LOADER_ROLE = "retail_loader"
-TRANSFORMER_ROLE = "retail_transformer"
 REGION = "eu-west-1"
-BUCKET = "retail-landing"
-TOPIC = "retail-alerts"
-# An SQS queue subscribed to the topic: how the demo and the tests read back what was published.
-ALERTS_INBOX = "retail-alerts-inbox"
 MOTO_ACCOUNT = "123456789012"
 # moto accepts any credentials; these are its documented placeholders, not a secret.
 MOTO_KEY_ID = MOTO_SECRET = "testing"
@@ -176,21 +172,12 @@ class Stack:
     # -- PostgreSQL ------------------------------------------------------------------------------
 
     def _prepare_warehouse(self) -> None:
-        from include.retail.warehouse import apply_ddl
-
         with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
             if not conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
                 conn.execute(f'create database "{DATABASE}"')
         with psycopg.connect(self.warehouse_url()) as conn:
             apply_ddl(conn)
-            # The roles carry privileges only; here they also get a login, as an RDS admin would grant.
-            for role, password in self.role_passwords().items():
-                conn.execute(
-                    psycopg.sql.SQL("alter role {} login password {}").format(
-                        psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
-                    )
-                )
-            conn.commit()
+            provision_logins(conn, {role: (role, password) for role, password in self.role_passwords().items()})
 
     # -- moto ----------------------------------------------------------------------------------
 
@@ -225,21 +212,7 @@ class Stack:
         self._moto_pid_file.unlink(missing_ok=True)
 
     def _prepare_aws(self) -> None:
-        """The bucket (versioned, as in production) and the topic, with an SQS inbox subscribed."""
-        s3 = self.boto3_client("s3")
-        existing = {bucket["Name"] for bucket in s3.list_buckets().get("Buckets", [])}
-        if BUCKET not in existing:
-            s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
-            s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-        sns, sqs = self.boto3_client("sns"), self.boto3_client("sqs")
-        topic_arn = sns.create_topic(Name=TOPIC)["TopicArn"]
-        queue_url = sqs.create_queue(QueueName=ALERTS_INBOX)["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        subscribed = {
-            sub["Endpoint"] for sub in sns.list_subscriptions_by_topic(TopicArn=topic_arn).get("Subscriptions", [])
-        }
-        if queue_arn not in subscribed:
-            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        provision(self.boto3_client("s3"), self.boto3_client("sns"), self.boto3_client("sqs"))
 
     def read_alerts(self) -> list[dict]:
         """Take every alert waiting in the SQS inbox: ``{"subject", "message"}`` each."""

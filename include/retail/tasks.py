@@ -34,10 +34,9 @@ def _warehouse_connection(conn_id: str):
 
 
 def apply_warehouse_ddl() -> list[str]:
-    from include.retail.warehouse import apply_ddl
+    from include.retail.warehouse import prepare_warehouse
 
-    with _warehouse_connection(config.WAREHOUSE_ADMIN_CONN_ID) as conn:
-        return apply_ddl(conn)
+    return prepare_warehouse()
 
 
 def list_incoming(requested_key: str | None) -> list[str]:

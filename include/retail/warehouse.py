@@ -1,15 +1,29 @@
-"""The warehouse's DDL and grants (``include/sql/``), applied idempotently."""
+"""The warehouse's DDL and grants (``include/sql/``), and the logins of its job roles, applied idempotently.
+
+The same step runs everywhere, through the owner's connection (``retail_warehouse_admin``): as the first
+task of every ingest run, and as ``python -m include.retail.warehouse`` (the docker-compose init service).
+That is how a private RDS instance gets its schema and logins without anybody reaching it by hand.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 # Serialises concurrent applications (two runs starting together) on one database.
 _DDL_LOCK_KEY = 0x7265_7461_696C  # "retail"
+
+# The group role behind each job's Airflow connection (include/sql/001_roles.sql).
+LOADER_ROLE = "retail_loader"
+TRANSFORMER_ROLE = "retail_transformer"
 
 
 def ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
@@ -26,3 +40,57 @@ def apply_ddl(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
             cur.execute(script.read_text())
             applied.append(script.name)
     return applied
+
+
+def scram_sha_256(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of a password (RFC 5803 form).
+
+    Sent instead of the password, so that the plain password never reaches the server's statement log.
+    """
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def provision_logins(conn: psycopg.Connection, logins: dict[str, tuple[str, str]]) -> None:
+    """Let each job log in as its connection says: ``{group_role: (login, password)}``.
+
+    The login is the group role itself (the usual case) or a user created here and granted the group.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        for group, (login, password) in logins.items():
+            verifier = sql.Literal(scram_sha_256(password))
+            exists = cur.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (login,)).fetchone()
+            verb = "alter" if exists else "create"
+            cur.execute(sql.SQL(verb + " role {} login password {}").format(sql.Identifier(login), verifier))
+            if login != group:
+                cur.execute(sql.SQL("grant {} to {}").format(sql.Identifier(group), sql.Identifier(login)))
+
+
+def prepare_warehouse() -> list[str]:
+    """Apply the DDL and the job logins through the Airflow connections. Returns the scripts applied."""
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk import BaseHook
+
+    from include.retail import config
+
+    job_connections = {LOADER_ROLE: config.WAREHOUSE_CONN_ID, TRANSFORMER_ROLE: config.WAREHOUSE_TRANSFORM_CONN_ID}
+    logins = {}
+    for group, conn_id in job_connections.items():
+        connection = BaseHook.get_connection(conn_id)
+        logins[group] = (connection.login, connection.password)
+    conn = PostgresHook(postgres_conn_id=config.WAREHOUSE_ADMIN_CONN_ID).get_conn()
+    conn.autocommit = True
+    with conn:
+        applied = apply_ddl(conn)
+        provision_logins(conn, logins)
+    return applied
+
+
+if __name__ == "__main__":
+    print("applied:", ", ".join(prepare_warehouse()))
