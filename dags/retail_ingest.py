@@ -17,14 +17,16 @@ supersedes the earlier load, whose rows stay in bronze. A run that loads anythin
 `retail_bronze_transactions` Asset and publishes a summary to the SNS topic in `retail_alerts_topic_arn`;
 any failed task publishes an alert.
 
-**Run it by hand** with the `key` param to process one object now, e.g. `incoming/online_retail.xlsx`.
+**Run it by hand** with the `key` param to process one object now, e.g. `incoming/online_retail.xlsx`: such a
+run does not wait. One run is active at a time (`@continuous`), so a manual run starts when the waiting run
+ends, which is at once if the file is under `incoming/` (the waiting run then loads it, and the manual run is
+skipped as already handled).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.task.trigger_rule import TriggerRule
@@ -32,6 +34,7 @@ from airflow.task.trigger_rule import TriggerRule
 from include.retail import config, tasks
 from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
+from include.retail.sensors import IncomingFilesSensor
 
 
 @dag(
@@ -62,11 +65,11 @@ from include.retail.assets import BRONZE_TRANSACTIONS
     },
 )
 def retail_ingest():
-    wait_for_files = S3KeySensor(
+    wait_for_files = IncomingFilesSensor(
         task_id="wait_for_files",
         aws_conn_id=config.AWS_CONN_ID,
         bucket_name="{{ var.value." + config.BUCKET_VARIABLE + " }}",
-        bucket_key="{{ params.key or '" + config.INCOMING_PREFIX + "*' }}",
+        bucket_key=config.INCOMING_PREFIX + "*",
         wildcard_match=True,
         check_fn=tasks.wants_loading,
         deferrable=True,

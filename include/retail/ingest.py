@@ -14,9 +14,11 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.retail import config
 from include.retail.bronze import (
@@ -66,6 +68,18 @@ def _quarantine(s3: S3Hook, bucket: str, key: str, report: dict) -> str:
     return destination
 
 
+class AlreadyHandled(AirflowSkipException):
+    """The object was filed by an earlier run (a manual run named a file the waiting sensor had taken)."""
+
+
+def _raise_missing(s3: S3Hook, bucket: str, key: str) -> NoReturn:
+    for prefix in (config.PROCESSED_PREFIX, config.QUARANTINE_PREFIX):
+        filed = filed_key(key, prefix)
+        if s3.check_for_key(filed, bucket):
+            raise AlreadyHandled(f"s3://{bucket}/{key} was already handled: it is now at {filed}")
+    raise AirflowFailException(f"s3://{bucket}/{key} does not exist; expected an object under {config.INCOMING_PREFIX}")
+
+
 def ingest_object(
     s3: S3Hook,
     bucket: str,
@@ -80,7 +94,7 @@ def ingest_object(
     batch_id = str(uuid.uuid4())
     head = s3.head_object(key, bucket)
     if head is None:
-        raise FileNotFoundError(f"s3://{bucket}/{key} does not exist (already handled by another run?)")
+        _raise_missing(s3, bucket, key)
     with tempfile.TemporaryDirectory(prefix="retail-ingest-") as workdir:
         local = Path(workdir) / Path(key).name
         s3.get_conn().download_file(bucket, key, str(local))

@@ -195,6 +195,29 @@ def test_sensor_waits_for_uploads_and_one_run_loads_them_all(tmp_path, upload, r
     assert [alert["subject"] for alert in run.alerts] == ["[retail] Loaded 2 files, 11 rows into bronze"]
 
 
+def test_manual_run_for_a_file_already_filed_is_skipped_and_a_missing_key_fails_clearly(
+    tmp_path, upload, run_ingest, warehouse
+) -> None:
+    """A manual run queued behind the waiting run may find its file already taken: that is not an error."""
+    key = upload(
+        write_workbook(tmp_path / "queued.xlsx", {"Online Retail": [HEADER, *rows(2, 650000)]}), "incoming/queued.xlsx"
+    )
+    assert run_ingest(key).state == "success"
+
+    again = run_ingest(key)  # the object now lives under processed/
+
+    assert again.state == "success"
+    assert ledger_of(warehouse, again.run_id) == []
+    assert again.alerts == []
+
+    missing = run_ingest("incoming/never-uploaded.xlsx")
+
+    assert missing.state == "failed"
+    (alert,) = missing.alerts
+    assert "s3://retail-landing/incoming/never-uploaded.xlsx does not exist" in alert["message"]
+    assert "Try:    1 of 3" in alert["message"]  # final: no retry
+
+
 def test_loader_role_may_write_bronze_and_the_ledger_and_nothing_else(stack) -> None:
     with psycopg.connect(stack.warehouse_url(LOADER_ROLE)) as conn:
         for statement in (
