@@ -17,7 +17,7 @@ import psycopg
 
 from devstack import sample
 from devstack.postgres import PostgresNotAvailable
-from devstack.stack import BUCKET, Stack
+from devstack.stack import ADMIN_USER, BUCKET, Stack
 
 
 def upload(stack: Stack, path: Path) -> str:
@@ -37,6 +37,14 @@ def _layer_rows(stack: Stack) -> dict[str, int]:
 
 def demo(stack: Stack, workbook: Path | None) -> int:
     """Upload a workbook, run ingest then transform with ``airflow dags test``, print what happened."""
+    if stack.airflow_running():
+        # The running scheduler's waiting sensor would take the file from under `airflow dags test`.
+        print(
+            "demo: the Airflow services are running (make up): upload with `make upload WORKBOOK=...` and watch "
+            f"{stack.api_url}, or `make down` first.",
+            file=sys.stderr,
+        )
+        return 2
     stack.up()
     path = workbook.resolve() if workbook else sample.sample_workbook(stack.home / "samples")
     if not path.is_file():
@@ -96,11 +104,50 @@ def demo(stack: Stack, workbook: Path | None) -> int:
     return 0
 
 
+def up(stack: Stack) -> None:
+    print("Starting PostgreSQL, moto (S3, SNS) and Airflow (api-server, scheduler, dag-processor, triggerer) ...")
+    stack.start_airflow()
+    print(
+        f"""
+  Airflow UI   {stack.api_url}   user {ADMIN_USER}   password {stack.state.admin_password}
+  warehouse    make psql   (PostgreSQL on 127.0.0.1:{stack.state.postgres_port})
+  S3 and SNS   {stack.moto_url}   (bucket {BUCKET})
+  logs         {stack.home / "logs"}
+
+  Next: make upload WORKBOOK=../shared/data/online_retail.xlsx, then watch retail_ingest and
+  retail_transform in the UI; make health; make down to stop everything."""
+    )
+
+
+def health(stack: Stack) -> int:
+    """Print the pipeline's health checks; exit 0 (OK), 1 (WARNING) or 2 (CRITICAL)."""
+    from include.retail import health as checks
+
+    now = datetime.now(UTC)
+
+    def failed_runs(since: datetime) -> list[dict]:
+        api = stack.api()
+        try:
+            return api.dag_runs(state="failed", end_date_gte=since.isoformat())
+        finally:
+            api.close()
+
+    results = [
+        *checks.check_warehouse(lambda: psycopg.connect(stack.warehouse_url(), connect_timeout=5), now),
+        *checks.check_bucket(stack.boto3_client("s3"), BUCKET, now),
+        checks.check_failed_runs(failed_runs, now),
+    ]
+    text, code = checks.report(results)
+    print(text)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     parser.add_argument("--home", type=Path, default=None, help="state directory (default: .devstack/)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start PostgreSQL and moto, create bucket, topic and schema")
+    commands.add_parser("up", help="start PostgreSQL, moto and the Airflow services; print the UI login")
+    commands.add_parser("health", help="check the pipeline like a monitor would; exit 0 OK, 1 WARNING, 2 CRITICAL")
     commands.add_parser("down", help="stop everything the stack started")
     commands.add_parser("status", help="say what is running")
     commands.add_parser("env", help="print the stack's Airflow settings as shell exports")
@@ -115,14 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(args.home) if args.home else Stack()
     try:
         if args.command == "up":
-            stack.up()
-            print(f"Stack up: PostgreSQL on 127.0.0.1:{stack.state.postgres_port}, moto on {stack.moto_url}")
+            up(stack)
+        elif args.command == "health":
+            return health(stack)
         elif args.command == "down":
             stack.down()
             print("Stack stopped.")
         elif args.command == "status":
             for part, running in stack.status().items():
-                print(f"{part:10} {'running' if running else 'stopped'}")
+                print(f"{part:22} {'running' if running else 'stopped'}")
         elif args.command == "env":
             for name, value in stack.environment().items():
                 print(f"export {name}={shlex.quote(value)}")

@@ -34,8 +34,26 @@ def alive(pid: int) -> bool:
         return False
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name is in parentheses and may hold spaces: split after its closing one.
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(group) == pgid and state != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
 def stop_group(pid: int, timeout: float = 10) -> None:
-    """SIGTERM the process group, then SIGKILL what is still there after ``timeout`` seconds."""
+    """SIGTERM the whole process group, then SIGKILL whatever of it is left after ``timeout`` seconds.
+
+    The group, not the leader: Airflow's scheduler and api-server leave workers behind when only the
+    leader goes, and the scheduler may ignore SIGTERM for a while.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pid, sig)
@@ -43,7 +61,7 @@ def stop_group(pid: int, timeout: float = 10) -> None:
             return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not alive(pid):
+            if not group_members(pid):
                 return
             time.sleep(0.1)
 

@@ -30,6 +30,10 @@ DEFAULT_HOME = REPO_ROOT / ".devstack"
 
 DATABASE = "retail"
 REGION = "eu-west-1"
+UI_PORT = 8080
+ADMIN_USER = "admin"
+# The Airflow services `make up` runs, each as `airflow <name>` in a process group of its own.
+AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 MOTO_ACCOUNT = "123456789012"
 # moto accepts any credentials; these are its documented placeholders, not a secret.
 MOTO_KEY_ID = MOTO_SECRET = "testing"
@@ -51,6 +55,11 @@ def _password() -> str:
     return secrets.token_urlsafe(18)
 
 
+def _ui_port() -> int:
+    """8080, as users expect, unless something else listens there."""
+    return UI_PORT if not port_open(UI_PORT) else free_port()
+
+
 @dataclass
 class StackState:
     """What must stay the same across restarts: ports and generated passwords."""
@@ -60,6 +69,9 @@ class StackState:
     superuser_password: str = field(default_factory=_password)
     loader_password: str = field(default_factory=_password)
     transformer_password: str = field(default_factory=_password)
+    api_port: int = field(default_factory=_ui_port)
+    admin_password: str = field(default_factory=_password)
+    jwt_secret: str = field(default_factory=_password)
 
     @classmethod
     def load_or_create(cls, path: Path) -> StackState:
@@ -77,9 +89,13 @@ class StackState:
 
 
 class Stack:
-    def __init__(self, home: Path = DEFAULT_HOME) -> None:
+    def __init__(self, home: Path = DEFAULT_HOME, *, api_port: int | None = None) -> None:
+        """``api_port`` pins the Airflow UI/API port (tests pass a free one); it is remembered."""
         self.home = home.resolve()
         self.state = StackState.load_or_create(self.home / "state.json")
+        if api_port is not None and api_port != self.state.api_port:
+            self.state.api_port = api_port
+            self.state.save(self.home / "state.json")
         self.postgres = PostgresCluster(self.home / "postgres", self.state.postgres_port, self.state.superuser_password)
 
     # -- addresses -----------------------------------------------------------------------------
@@ -91,6 +107,10 @@ class Stack:
     @property
     def moto_url(self) -> str:
         return f"http://127.0.0.1:{self.state.moto_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.state.api_port}"
 
     @property
     def topic_arn(self) -> str:
@@ -120,9 +140,22 @@ class Stack:
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            # A small machine: a few task slots, one API worker, a short wait for new DAG files.
             "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10",
+            # Uploads are picked up with no other action: the DAGs start unpaused.
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
-            "AIRFLOW__API__BASE_URL": "http://127.0.0.1:8080",
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.state.api_port),
+            "AIRFLOW__API__BASE_URL": self.api_url,
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
+            "AIRFLOW__API_AUTH__JWT_SECRET": self.state.jwt_secret,
+            # SimpleAuthManager with one local admin, whose password the stack generated (see start_airflow).
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.airflow_home / "passwords.json"),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "AIRFLOW__COSMOS__CACHE_DIR": str(self.home / "cosmos-cache"),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
@@ -163,11 +196,69 @@ class Stack:
         self._migrate_airflow()
 
     def down(self) -> None:
+        self.stop_airflow()
         self._stop_moto()
         self.postgres.stop()
 
     def status(self) -> dict[str, bool]:
-        return {"postgres": self.postgres.is_running(), "moto": self._moto_running()}
+        return {
+            "postgres": self.postgres.is_running(),
+            "moto": self._moto_running(),
+            **{f"airflow {service}": read_pid(self._pid_file(service)) is not None for service in AIRFLOW_SERVICES},
+        }
+
+    # -- the Airflow services ------------------------------------------------------------------
+
+    def _pid_file(self, service: str) -> Path:
+        return self.home / f"airflow-{service}.pid"
+
+    def start_airflow(self, timeout: float = 120) -> None:
+        """Start the api-server, scheduler, dag-processor and triggerer; return once the API answers."""
+        self.up()
+        passwords = self.airflow_home / "passwords.json"
+        passwords.touch(mode=0o600)
+        passwords.write_text(json.dumps({ADMIN_USER: self.state.admin_password}))
+        # Serialise the DAGs now, so the UI shows them at once rather than after the first parse loop.
+        self.run_airflow(["dags", "reserialize"], quiet=True)
+        env = {**os.environ, **self.environment()}
+        logs = self.home / "logs"
+        logs.mkdir(exist_ok=True)
+        airflow = str(Path(sys.executable).parent / "airflow")
+        for service in AIRFLOW_SERVICES:
+            if read_pid(self._pid_file(service)) is None:
+                if service == "api-server" and port_open(self.state.api_port):
+                    raise RuntimeError(f"port {self.state.api_port} is taken; stop what listens there first")
+                pid = spawn([airflow, service], logs / f"airflow-{service}.log", env=env)
+                self._pid_file(service).write_text(str(pid))
+        deadline = time.monotonic() + timeout
+        while not self._api_healthy():
+            if read_pid(self._pid_file("api-server")) is None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Airflow api-server did not come up; see {logs / 'airflow-api-server.log'}")
+            time.sleep(0.5)
+
+    def stop_airflow(self) -> None:
+        for service in reversed(AIRFLOW_SERVICES):
+            pid = read_pid(self._pid_file(service))
+            if pid is not None:
+                stop_group(pid, timeout=15)
+            self._pid_file(service).unlink(missing_ok=True)
+
+    def api(self):
+        """A REST API client of this stack's Airflow, logged in as the local admin."""
+        from devstack.airflow_api import AirflowApi
+
+        return AirflowApi(self.api_url, ADMIN_USER, self.state.admin_password)
+
+    def airflow_running(self) -> bool:
+        return any(read_pid(self._pid_file(service)) is not None for service in AIRFLOW_SERVICES)
+
+    def _api_healthy(self) -> bool:
+        import httpx
+
+        try:
+            return httpx.get(f"{self.api_url}/api/v2/monitor/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     # -- PostgreSQL ------------------------------------------------------------------------------
 

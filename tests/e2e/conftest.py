@@ -1,0 +1,29 @@
+"""A full local Airflow (api-server, scheduler, dag-processor, triggerer) on an embedded stack of its own.
+
+Separate from the session's stack, on free ports, so that the scheduler's always-waiting ingest run never
+meets the other tests' ``dag.test()`` runs; stopped (and checked stopped) by the last test of the module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.stack import Stack, free_port
+
+
+@pytest.fixture(scope="package")
+def live_stack() -> Iterator[Stack]:
+    home = Path(tempfile.mkdtemp(prefix="retail-e2e-"))
+    home.chmod(0o755)  # the postgres server user must reach the cluster directory inside
+    stack = Stack(home, api_port=free_port())
+    try:
+        stack.start_airflow()
+        yield stack
+    finally:
+        stack.down()
+        shutil.rmtree(home, ignore_errors=True)

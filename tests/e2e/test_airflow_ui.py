@@ -1,0 +1,219 @@
+"""The UI path, for real: scheduler, dag-processor, triggerer (running the deferred sensor) and api-server.
+
+In order: a user triggers ingest from the UI's params form in a headless Chromium; then an upload of the
+real workbook runs ingest and transform with no other action, checked through the REST API and the
+warehouse; then `down` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from devstack import sample
+from devstack.processes import group_members
+from devstack.stack import ADMIN_USER, AIRFLOW_SERVICES, BUCKET, REPO_ROOT, Stack, port_open
+
+pytestmark = pytest.mark.e2e
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's chromium as root in a closed network: no sandbox, no GPU, no calls home (DESIGN.md section 7).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+DBT_MODELS = (
+    "transactions",
+    "transactions_set_aside",
+    "dim_date",
+    "dim_product",
+    "dim_customer",
+    "fact_sales_daily",
+    "fact_returns_daily",
+    "monthly_sales_summary",
+    "country_sales",
+    "product_performance",
+    "customer_rfm",
+)
+
+
+def devstack_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
+    """Run ``python -m devstack`` (what the make targets call) against ``stack``."""
+    return subprocess.run(
+        [sys.executable, "-m", "devstack", "--home", str(stack.home), *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _after(moment: datetime):
+    return lambda run: datetime.fromisoformat(run["run_after"]) >= moment
+
+
+def test_the_ui_shows_both_dags_their_docs_owner_tags_the_asset_link_and_a_task_per_dbt_model(
+    live_stack: Stack,
+) -> None:
+    api = live_stack.api()
+    for dag_id in ("retail_ingest", "retail_transform"):
+        details = api.get(f"/dags/{dag_id}/details")
+        assert details["doc_md"].lstrip().startswith("### Retail")
+        assert details["owners"] == ["data-engineering"]
+        assert "retail" in {tag["name"] for tag in details["tags"]}
+        assert details["is_paused"] is False
+
+    (asset,) = api.get("/assets", name_pattern="retail_bronze_transactions")["assets"]
+    assert [(task["dag_id"], task["task_id"]) for task in asset["producing_tasks"]] == [
+        ("retail_ingest", "announce_loads")
+    ]
+    assert [dag["dag_id"] for dag in asset["scheduled_dags"]] == ["retail_transform"]
+
+    tasks = {task["task_id"] for task in api.get("/dags/retail_transform/tasks")["tasks"]}
+    for model in DBT_MODELS:
+        assert {f"dbt.{model}.run", f"dbt.{model}.test"} <= tasks, model
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(live_stack: Stack, tmp_path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    shots = ARTIFACTS / "browser"
+    shots.mkdir(parents=True, exist_ok=True)
+    key = "incoming/browser_sample.xlsx"
+    live_stack.boto3_client("s3").upload_file(str(sample.sample_workbook(tmp_path)), BUCKET, key)
+    triggered_at = datetime.now(UTC)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        try:
+            page.goto(live_stack.api_url + "/")
+            page.get_by_label("Username").fill(ADMIN_USER)
+            page.get_by_label("Password").fill(live_stack.state.admin_password)
+            page.screenshot(path=shots / "01-login.png")
+            page.get_by_role("button", name="Sign in").click()
+
+            page.goto(live_stack.api_url + "/dags")
+            expect(page.get_by_role("link", name="retail_transform").first).to_be_visible()
+            expect(page.get_by_role("link", name="retail_ingest").first).to_be_visible()
+            page.screenshot(path=shots / "02-dag-list.png")
+
+            page.get_by_role("link", name="retail_ingest").first.click()
+            expect(page.get_by_text("data-engineering").first).to_be_visible()
+            page.screenshot(path=shots / "03-ingest-dag.png")
+
+            page.get_by_role("button", name="Trigger").first.click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.get_by_text("S3 key")).to_be_visible()
+            dialog.locator("#element_key").fill(key)
+            page.screenshot(path=shots / "04-trigger-form.png")
+            dialog.get_by_role("button", name="Trigger").click()
+            expect(dialog).to_be_hidden()
+
+            api = live_stack.api()
+            manual = api.wait_for_run(
+                "retail_ingest",
+                lambda run: _after(triggered_at)(run) and run["run_type"] == "manual",
+                timeout=240,
+            )
+            assert manual["conf"] == {"key": key}
+            page.goto(f"{live_stack.api_url}/dags/retail_ingest/runs/{manual['dag_run_id']}")
+            expect(page.get_by_text("success", exact=False).first).to_be_visible()
+            page.screenshot(path=shots / "05-run-succeeded.png", full_page=True)
+        except Exception:
+            page.screenshot(path=shots / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+
+    assert manual["state"] == "success"
+    # The file is loaded once: by the manual run, or by the waiting run that took it first (the manual
+    # run then finds it filed and skips).
+    with psycopg.connect(live_stack.warehouse_url()) as conn:
+        statuses = conn.execute("select status from bronze.load_ledger where source_key = %s", (key,)).fetchall()
+    assert statuses == [("loaded",)]
+
+
+@pytest.mark.real_data
+def test_upload_of_the_real_workbook_runs_ingest_then_transform_with_no_other_action(
+    live_stack: Stack, real_workbook: Path
+) -> None:
+    api = live_stack.api()
+    live_stack.read_alerts()
+    uploaded_at = datetime.now(UTC)
+    clock = time.monotonic()
+
+    upload = devstack_cli(live_stack, "upload", str(real_workbook))
+
+    assert upload.returncode == 0, upload.stderr
+    key = f"incoming/{real_workbook.name}"
+    ingest = api.wait_for_run(
+        "retail_ingest", lambda run: _after(uploaded_at)(run) or run["state"] == "running", timeout=300
+    )
+    assert ingest["state"] == "success", ingest
+    transform = api.wait_for_run(
+        "retail_transform",
+        lambda run: _after(uploaded_at)(run) and run["run_type"] == "asset_triggered",
+        timeout=480,
+    )
+    seconds = time.monotonic() - clock
+    assert transform["state"] == "success", transform
+    print(f"upload to gold built, tested and announced: {seconds:.0f} s")
+
+    with psycopg.connect(live_stack.warehouse_url()) as conn:
+        ledger = conn.execute(
+            "select status, rows_loaded from bronze.load_ledger where source_key = %s", (key,)
+        ).fetchall()
+        silver = conn.execute("select count(*) from silver.transactions where source_key = %s", (key,)).fetchone()
+        months = conn.execute(
+            "select count(*) from gold.monthly_sales_summary where month_start between '2010-12-01' and '2011-12-01'"
+        ).fetchone()
+    assert ledger == [("loaded", 541_909)]
+    assert silver[0] > 500_000
+    assert months == (13,)
+
+    subjects = [alert["subject"] for alert in live_stack.read_alerts()]
+    assert "[retail] Loaded 1 file, 541,909 rows into bronze" in subjects
+    assert any(subject.startswith("[retail] Transform done: ") for subject in subjects), subjects
+
+    health = devstack_cli(live_stack, "health")
+    assert health.returncode == 0, health.stdout + health.stderr
+    assert "pipeline OK" in health.stdout
+
+
+def test_down_stops_every_process_it_started(live_stack: Stack) -> None:
+    pids = {service: int(live_stack._pid_file(service).read_text()) for service in AIRFLOW_SERVICES}
+    ports = [live_stack.state.api_port, live_stack.state.moto_port, live_stack.state.postgres_port]
+    assert all(port_open(port) for port in ports)
+
+    down = devstack_cli(live_stack, "down")
+
+    assert down.returncode == 0, down.stderr
+    assert [service for service, pid in pids.items() if group_members(pid)] == []
+    assert [port for port in ports if port_open(port)] == []
+    marker = f"AIRFLOW_HOME={live_stack.airflow_home}".encode()
+    left = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0"):
+                left.append(json.dumps({"pid": environ.parent.name, "cmd": (environ.parent / "cmdline").read_text()}))
+        except OSError:
+            continue
+    assert left == []
