@@ -58,7 +58,7 @@ test: venv ## run the whole test suite (starts its own PostgreSQL and moto serve
 	@$(PY) -m pytest
 
 .PHONY: up
-up: venv ## start the embedded stack (PostgreSQL, moto S3/SNS, Airflow metadata DB)
+up: venv ## start a full local Airflow (UI on 127.0.0.1:8080) with PostgreSQL and moto S3/SNS
 	@$(PY) -m devstack up
 
 .PHONY: down
@@ -68,6 +68,10 @@ down: ## stop everything the embedded stack started
 .PHONY: status
 status: venv ## say what of the embedded stack is running
 	@$(PY) -m devstack status
+
+.PHONY: health
+health: venv ## check the pipeline like a monitor would (exit 0 OK, 1 WARNING, 2 CRITICAL)
+	@$(PY) -m devstack health
 
 .PHONY: warehouse-url
 warehouse-url: venv ## print a libpq URL to the warehouse database
@@ -87,9 +91,11 @@ env: venv ## print the stack's Airflow settings as shell exports (eval "$$(make 
 	@$(PY) -m devstack env
 
 .PHONY: lint
-lint: venv ## ruff
+lint: venv ## ruff, the Compose schema, cfn-lint
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yaml
+	@$(VENV)/bin/cfn-lint --include-checks I -- infra/retail-pipeline.yaml
 
 .PHONY: bench
 bench: venv ## measure the bronze load of the real workbook against pandas + openpyxl + to_sql
@@ -108,6 +114,26 @@ lock: | $(UV) ## re-resolve requirements against MWAA's Airflow 3.3.1 / Python 3
 		-c $(MWAA_CONSTRAINTS) requirements.txt requirements/dev.in -o $(LOCK)
 	$(UV) pip compile --quiet --python-version 3.12 --python-platform x86_64-manylinux_2_28 --no-header \
 		requirements/dbt.in -o $(DBT_LOCK)
+
+# Amazon MWAA (docs/mwaa.md). STACK names the CloudFormation stack, one per environment.
+STACK ?= retail
+ALERT_EMAIL ?=
+
+.PHONY: mwaa-bundle
+mwaa-bundle: venv ## build the Amazon MWAA bundle in build/mwaa (DAGs, plugins.zip, requirements.txt, startup.sh)
+	@$(PY) scripts/mwaa.py bundle
+
+.PHONY: mwaa-deploy
+mwaa-deploy: venv ## create or update the AWS stack and its MWAA environment (STACK=retail ALERT_EMAIL=you@example.com)
+	@$(PY) scripts/mwaa.py deploy --stack "$(STACK)" $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)")
+
+.PHONY: mwaa-upload
+mwaa-upload: venv ## sync the bundle to STACK's MWAA bucket (DAG and code changes need nothing more)
+	@$(PY) scripts/mwaa.py upload --stack "$(STACK)"
+
+.PHONY: mwaa-teardown
+mwaa-teardown: venv ## empty STACK's buckets and delete the stack (asks first)
+	@$(PY) scripts/mwaa.py teardown --stack "$(STACK)"
 
 .PHONY: clean
 clean: down ## stop the stack and delete its state and the virtualenvs
