@@ -72,10 +72,16 @@ class AlreadyHandled(AirflowSkipException):
     """The object was filed by an earlier run (a manual run named a file the waiting sensor had taken)."""
 
 
+def _exists(s3: S3Hook, bucket: str, key: str) -> bool:
+    """By listing, not HEAD: on AWS the execution role may list the pipeline's prefixes but not read
+    ``processed/``, and a HEAD of a missing key without bucket-wide ListBucket answers 403, not 404."""
+    return key in s3.list_keys(bucket_name=bucket, prefix=key)
+
+
 def _raise_missing(s3: S3Hook, bucket: str, key: str) -> NoReturn:
     for prefix in (config.PROCESSED_PREFIX, config.QUARANTINE_PREFIX):
         filed = filed_key(key, prefix)
-        if s3.check_for_key(filed, bucket):
+        if _exists(s3, bucket, filed):
             raise AlreadyHandled(f"s3://{bucket}/{key} was already handled: it is now at {filed}")
     raise AirflowFailException(f"s3://{bucket}/{key} does not exist; expected an object under {config.INCOMING_PREFIX}")
 
@@ -92,9 +98,11 @@ def ingest_object(
     """Load ``s3://bucket/key`` into bronze. Raises FileRejected (after quarantining it) for bad input."""
     started_at = datetime.now(UTC)
     batch_id = str(uuid.uuid4())
-    head = s3.head_object(key, bucket)
-    if head is None:
+    if not key.startswith(config.INCOMING_PREFIX):
+        raise AirflowFailException(f"{key}: expected a key under {config.INCOMING_PREFIX}, where files are loaded from")
+    if not _exists(s3, bucket, key):
         _raise_missing(s3, bucket, key)
+    head = s3.head_object(key, bucket)
     with tempfile.TemporaryDirectory(prefix="retail-ingest-") as workdir:
         local = Path(workdir) / Path(key).name
         s3.get_conn().download_file(bucket, key, str(local))
