@@ -62,6 +62,18 @@ def devstack_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _wait_for_ledger(stack: Stack, key: str, *, timeout: float) -> str:
+    """The Airflow run id that recorded ``key`` in the load ledger."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with psycopg.connect(stack.warehouse_url()) as conn:
+            row = conn.execute("select airflow_run_id from bronze.load_ledger where source_key = %s", (key,)).fetchone()
+        if row:
+            return row[0]
+        time.sleep(2)
+    raise TimeoutError(f"{key} was not recorded in bronze.load_ledger within {timeout:.0f} s")
+
+
 def _after(moment: datetime):
     return lambda run: datetime.fromisoformat(run["run_after"]) >= moment
 
@@ -164,9 +176,9 @@ def test_upload_of_the_real_workbook_runs_ingest_then_transform_with_no_other_ac
 
     assert upload.returncode == 0, upload.stderr
     key = f"incoming/{real_workbook.name}"
-    ingest = api.wait_for_run(
-        "retail_ingest", lambda run: _after(uploaded_at)(run) or run["state"] == "running", timeout=300
-    )
+    # The run that takes the file is the one already waiting when it lands: find it by the ledger.
+    loaded_by = _wait_for_ledger(live_stack, key, timeout=300)
+    ingest = api.wait_for_run("retail_ingest", lambda run: run["dag_run_id"] == loaded_by, timeout=120)
     assert ingest["state"] == "success", ingest
     transform = api.wait_for_run(
         "retail_transform",
