@@ -12,9 +12,11 @@ import psycopg
 import pytest
 
 from devstack.processes import alive, read_pid
-from devstack.stack import Stack
+from devstack.stack import AIRFLOW_SERVICES, Stack
 
 pytestmark = pytest.mark.integration
+
+AIRFLOW_STOPPED = {f"airflow {service}": False for service in AIRFLOW_SERVICES}
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -43,8 +45,8 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(own_stack: Stack) -> None:
     own_stack.up()
     postgres_pid = int((own_stack.postgres.data_dir / "postmaster.pid").read_text().split()[0])
     moto_pid = read_pid(own_stack.home / "moto.pid")
-    own_stack.up()
-    assert own_stack.status() == {"postgres": True, "moto": True}
+    own_stack.up()  # the infrastructure only: the Airflow services are `start_airflow`'s (tests/e2e)
+    assert own_stack.status() == {"postgres": True, "moto": True, **AIRFLOW_STOPPED}
     assert int((own_stack.postgres.data_dir / "postmaster.pid").read_text().split()[0]) == postgres_pid
     assert read_pid(own_stack.home / "moto.pid") == moto_pid
 
@@ -60,7 +62,7 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(own_stack: Stack) -> None:
 
     own_stack.down()
     own_stack.down()
-    assert own_stack.status() == {"postgres": False, "moto": False}
+    assert own_stack.status() == {"postgres": False, "moto": False, **AIRFLOW_STOPPED}
     assert not alive(postgres_pid)
     assert not alive(moto_pid)
     assert processes_mentioning(str(own_stack.home)) == []
