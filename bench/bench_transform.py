@@ -29,18 +29,6 @@ WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 KEY = "incoming/bench/online_retail.xlsx"
 
 
-def drop_models(stack: Stack) -> None:
-    import psycopg
-
-    from include.retail.warehouse import apply_ddl
-
-    with psycopg.connect(stack.warehouse_url()) as conn:
-        conn.execute("drop schema if exists silver cascade")
-        conn.execute("drop schema if exists gold cascade")
-        conn.commit()
-        apply_ddl(conn)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -66,17 +54,17 @@ def main() -> None:
         stack.boto3_client("s3").upload_file(str(WORKBOOK), BUCKET, KEY)
         assert str(dags["retail_ingest"].test(run_conf={"key": KEY}).state) == "success"
 
-    drop_models(stack)
+    stack.reset_warehouse(bronze=False)
     assert str(dags["retail_transform"].test().state) == "success"  # warm-up
 
     plain, dag = [], []
     for round_number in range(1, args.repeat + 1):
-        drop_models(stack)
+        stack.reset_warehouse(bronze=False)
         clock = time.perf_counter()
         subprocess.run([str(DBT_EXECUTABLE), "build", "--quiet"], cwd=DBT_PROJECT_DIR, check=True)
         plain.append(time.perf_counter() - clock)
 
-        drop_models(stack)
+        stack.reset_warehouse(bronze=False)
         run = dags["retail_transform"].test()
         assert str(run.state) == "success"
         dag.append((run.end_date - run.start_date).total_seconds())

@@ -270,6 +270,15 @@ class Stack:
             apply_ddl(conn)
             provision_logins(conn, {role: (role, password) for role, password in self.role_passwords().items()})
 
+    def reset_warehouse(self, *, bronze: bool = True) -> None:
+        """Drop what dbt built and, with ``bronze``, empty bronze and the ledger; then re-apply the DDL."""
+        with psycopg.connect(self.warehouse_url()) as conn:
+            if bronze:
+                conn.execute("truncate bronze.retail_transactions, bronze.rejected_rows, bronze.load_ledger")
+            conn.execute("drop schema if exists silver cascade")
+            conn.execute("drop schema if exists gold cascade")
+            apply_ddl(conn)
+
     # -- moto ----------------------------------------------------------------------------------
 
     @property

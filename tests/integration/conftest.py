@@ -62,14 +62,7 @@ def reset_warehouse(stack: Stack) -> Callable[[], None]:
     """Empty bronze and drop what dbt built, for tests that need the warehouse to hold only their data."""
 
     def reset() -> None:
-        from include.retail.warehouse import apply_ddl
-
-        with psycopg.connect(stack.warehouse_url()) as conn:
-            conn.execute("truncate bronze.retail_transactions, bronze.rejected_rows, bronze.load_ledger")
-            conn.execute("drop schema if exists silver cascade")
-            conn.execute("drop schema if exists gold cascade")
-            conn.commit()
-            apply_ddl(conn)
+        stack.reset_warehouse()
 
     return reset
 
