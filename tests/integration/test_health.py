@@ -1,0 +1,75 @@
+"""The health checks' verdicts, against the session's real PostgreSQL and moto server (the all-OK path is
+exercised by tests/e2e through `python -m devstack health`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from include.retail import health
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "health-check-test"
+
+
+@pytest.fixture
+def s3(stack):
+    client = stack.boto3_client("s3")
+    if BUCKET not in {entry["Name"] for entry in client.list_buckets()["Buckets"]}:
+        client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    yield client
+    for item in client.list_objects_v2(Bucket=BUCKET).get("Contents", []):
+        client.delete_object(Bucket=BUCKET, Key=item["Key"])
+
+
+def test_a_file_waiting_too_long_is_critical_and_a_quarantined_one_a_warning(s3) -> None:
+    now = datetime.now(UTC)
+    assert [check.severity for check in health.check_bucket(s3, BUCKET, now)] == [health.OK, health.OK]
+
+    s3.put_object(Bucket=BUCKET, Key="incoming/stuck.xlsx", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="quarantine/bad.csv", Body=b"x")
+    s3.put_object(Bucket=BUCKET, Key="quarantine/bad.csv.report.json", Body=b"{}")
+
+    fresh = health.check_bucket(s3, BUCKET, datetime.now(UTC))
+    stuck = health.check_bucket(s3, BUCKET, datetime.now(UTC) + timedelta(hours=1))
+
+    assert [(check.severity, check.detail.split(",")[0]) for check in fresh] == [
+        (health.OK, "1"),
+        (health.WARNING, "1: quarantine/bad.csv (reports beside them)"),
+    ]
+    assert stuck[0].severity == health.CRITICAL
+
+
+def test_the_warehouse_check_reads_the_ledger_and_reports_an_unreachable_database(stack) -> None:
+    now = datetime.now(UTC)
+    reachable = health.check_warehouse(lambda: psycopg.connect(stack.warehouse_url()), now)
+    assert reachable[0] == health.Check("warehouse", health.OK, "reachable")
+    assert reachable[1].name == "last successful load"
+
+    refused = health.check_warehouse(
+        lambda: psycopg.connect(stack.warehouse_url().replace(str(stack.state.postgres_port), "1")), now
+    )
+    assert [(check.name, check.severity) for check in refused] == [("warehouse", health.CRITICAL)]
+
+
+def test_failed_runs_and_an_unreachable_api_are_critical_and_the_exit_code_is_the_worst() -> None:
+    now = datetime.now(UTC)
+
+    def unreachable(since):
+        raise ConnectionError("connection refused")
+
+    none = health.check_failed_runs(lambda since: [], now)
+    failed = health.check_failed_runs(lambda since: [{"dag_id": "retail_ingest", "dag_run_id": "manual__1"}], now)
+    down = health.check_failed_runs(unreachable, now)
+
+    assert none.severity == health.OK
+    assert (failed.severity, failed.detail) == (health.CRITICAL, "1: retail_ingest manual__1")
+    assert down.severity == health.CRITICAL
+    assert "connection refused" in down.detail
+    assert health.report([none])[1] == health.OK
+    text, code = health.report([none, health.Check("files in quarantine/", health.WARNING, "1"), failed])
+    assert code == health.CRITICAL
+    assert text.splitlines()[-1] == "pipeline CRITICAL"
