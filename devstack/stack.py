@@ -55,6 +55,11 @@ def _password() -> str:
     return secrets.token_urlsafe(18)
 
 
+def _jwt_secret() -> str:
+    """64 random bytes: PyJWT warns on a shorter HMAC key for the SHA-512 the API signs with."""
+    return secrets.token_urlsafe(64)
+
+
 def _ui_port() -> int:
     """8080, as users expect, unless something else listens there."""
     return UI_PORT if not port_open(UI_PORT) else free_port()
@@ -71,7 +76,7 @@ class StackState:
     transformer_password: str = field(default_factory=_password)
     api_port: int = field(default_factory=_ui_port)
     admin_password: str = field(default_factory=_password)
-    jwt_secret: str = field(default_factory=_password)
+    jwt_secret: str = field(default_factory=_jwt_secret)
 
     @classmethod
     def load_or_create(cls, path: Path) -> StackState:

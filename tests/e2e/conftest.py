@@ -2,6 +2,7 @@
 
 Separate from the session's stack, on free ports, so that the scheduler's always-waiting ingest run never
 meets the other tests' ``dag.test()`` runs; stopped (and checked stopped) by the last test of the module.
+The services' logs are kept in ``test-artifacts/e2e-logs/``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import Stack, free_port
+from devstack.stack import REPO_ROOT, Stack, free_port
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="package")
@@ -26,4 +29,6 @@ def live_stack() -> Iterator[Stack]:
         yield stack
     finally:
         stack.down()
+        # Keep the services' logs beside the screenshots: a failed run is explained by them.
+        shutil.copytree(home / "logs", ARTIFACTS / "e2e-logs", dirs_exist_ok=True)
         shutil.rmtree(home, ignore_errors=True)

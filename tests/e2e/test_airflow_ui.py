@@ -36,6 +36,10 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
+# The UI is a single-page app: each page waits on several API calls to a one-worker api-server that shares
+# two cores with the scheduler, the dag-processor and the triggerer. Playwright's 5 s default for `expect`
+# is too short for a first page on a busy CI machine.
+UI_TIMEOUT_MS = 60_000
 DBT_MODELS = (
     "transactions",
     "transactions_set_aside",
@@ -74,6 +78,35 @@ def _wait_for_ledger(stack: Stack, key: str, *, timeout: float) -> str:
     raise TimeoutError(f"{key} was not recorded in bronze.load_ledger within {timeout:.0f} s")
 
 
+def _record_browser_trouble(page) -> list[str]:
+    """Collect the page's navigations, console errors and HTTP failures, to explain a failed browser step."""
+    trouble: list[str] = []
+
+    def navigated(frame) -> None:
+        if frame == page.main_frame:
+            trouble.append(f"navigated to {frame.url}")
+
+    def console(message) -> None:
+        if message.type == "error":
+            trouble.append(f"console error: {message.text}")
+
+    def response(answer) -> None:
+        if answer.status >= 400:
+            trouble.append(f"HTTP {answer.status} {answer.request.method} {answer.url}")
+
+    page.on("framenavigated", navigated)
+    page.on("console", console)
+    page.on("pageerror", lambda error: trouble.append(f"page error: {error}"))
+    page.on("response", response)
+    page.on("requestfailed", lambda request: trouble.append(f"request failed: {request.method} {request.url}"))
+    return trouble
+
+
+def _log_errors(log: Path, last: int = 20) -> list[str]:
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return [line for line in lines if "ERROR" in line or "Traceback" in line or "locked" in line][-last:]
+
+
 def _after(moment: datetime):
     return lambda run: datetime.fromisoformat(run["run_after"]) >= moment
 
@@ -104,6 +137,7 @@ def test_the_ui_shows_both_dags_their_docs_owner_tags_the_asset_link_and_a_task_
 def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(live_stack: Stack, tmp_path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     shots = ARTIFACTS / "browser"
     shots.mkdir(parents=True, exist_ok=True)
     key = "incoming/browser_sample.xlsx"
@@ -114,16 +148,24 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(liv
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         context = browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
-        page.set_default_timeout(30_000)
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        trouble = _record_browser_trouble(page)
         try:
             page.goto(live_stack.api_url + "/")
+            # The UI sends each of its first, unauthorised, calls to the login page: let those settle, so the
+            # form filled in is the one that stays.
+            page.wait_for_url("**/auth/login**")
+            page.wait_for_load_state("networkidle")
             page.get_by_label("Username").fill(ADMIN_USER)
             page.get_by_label("Password").fill(live_stack.state.admin_password)
+            sign_in = page.get_by_role("button", name="Sign in")
+            expect(sign_in).to_be_enabled()
             page.screenshot(path=shots / "01-login.png")
-            page.get_by_role("button", name="Sign in").click()
+            sign_in.click()
             page.wait_for_url(lambda url: "/auth/login" not in url)  # the login's own redirect lands first
 
-            page.goto(live_stack.api_url + "/dags")
+            # As a user would: from the home page the login lands on, through the navigation.
+            page.get_by_role("link", name="Dags").first.click()
             expect(page.get_by_role("link", name="retail_transform").first).to_be_visible()
             expect(page.get_by_role("link", name="retail_ingest").first).to_be_visible()
             page.screenshot(path=shots / "02-dag-list.png")
@@ -150,9 +192,17 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(liv
             page.goto(f"{live_stack.api_url}/dags/retail_ingest/runs/{manual['dag_run_id']}")
             expect(page.get_by_text("success", exact=False).first).to_be_visible()
             page.screenshot(path=shots / "05-run-succeeded.png", full_page=True)
-        except Exception:
+        except Exception as error:
             page.screenshot(path=shots / "failure.png", full_page=True)
-            raise
+            # CI shows the output, not the screenshot: say where the browser was and what went wrong there.
+            raise AssertionError(
+                f"browser at {page.url} ({page.title()!r}); screenshot {shots / 'failure.png'}\n"
+                f"page text: {page.locator('body').inner_text()[:800]!r}\n"
+                "navigations, console errors and failed requests:\n"
+                + "\n".join(trouble[-40:] or ["(none)"])
+                + "\napi-server errors:\n"
+                + "\n".join(_log_errors(live_stack.home / "logs" / "airflow-api-server.log") or ["(none)"])
+            ) from error
         finally:
             browser.close()
 
