@@ -52,7 +52,7 @@ def main() -> None:
         loaded = conn.execute("select count(*) from bronze.retail_transactions_current").fetchone()[0]
     if loaded != 541909:
         stack.boto3_client("s3").upload_file(str(WORKBOOK), BUCKET, KEY)
-        assert str(dags["retail_ingest"].test(run_conf={"key": KEY}).state) == "success"
+        assert str(dags["retail_ingest_file"].test(run_conf={"key": KEY}).state) == "success"
 
     stack.reset_warehouse(bronze=False)
     assert str(dags["retail_transform"].test().state) == "success"  # warm-up

@@ -12,29 +12,25 @@ Waits (deferred, in the triggerer) for files under `incoming/` of the bucket nam
 4. move the object to `processed/`, or, when the file breaks the contract, to `quarantine/` with a
    `.report.json` beside it (nothing is loaded and the task fails without retrying).
 
-The same content is loaded once (the ledger keys it by SHA-256); a corrected file under a loaded key
-supersedes the earlier load, whose rows stay in bronze. A run that loads anything updates the
-`retail_bronze_transactions` Asset and publishes a summary to the SNS topic in `retail_alerts_topic_arn`;
-any failed task publishes an alert.
+The warehouse schema and roles are applied (idempotently) while the sensor waits. The same content is
+loaded once (the ledger keys it by SHA-256); a corrected file under a loaded key supersedes the earlier
+load, whose rows stay in bronze. A run that loads anything updates the `retail_bronze_transactions` Asset
+and publishes a summary to the SNS topic in `retail_alerts_topic_arn`; any failed task publishes an alert.
 
-**Run it by hand** with the `key` param to process one object now, e.g. `incoming/online_retail.xlsx`: such a
-run does not wait. One run is active at a time (`@continuous`), so a manual run starts when the waiting run
-ends, which is at once if the file is under `incoming/` (the waiting run then loads it, and the manual run is
-skipped as already handled).
+One run is active at a time (`@continuous`): the next wait starts when a run ends. **To load one named
+file now, trigger `retail_ingest_file`** with its key: it has its own runs, so it never queues behind
+this DAG's waiting run.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
-from airflow.sdk.exceptions import AirflowFailException
-from airflow.task.trigger_rule import TriggerRule
+from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
+from airflow.sdk import dag, task
 
 from include.retail import config, tasks
-from include.retail.alerts import alert_on_failure
-from include.retail.assets import BRONZE_TRANSACTIONS
-from include.retail.sensors import IncomingFilesSensor
+from include.retail.ingest_flow import INGEST_DEFAULT_ARGS, load_files
 
 
 @dag(
@@ -46,26 +42,10 @@ from include.retail.sensors import IncomingFilesSensor
     catchup=False,
     doc_md=__doc__,
     tags=["retail", "ingest", "bronze", "s3"],
-    params={
-        "key": Param(
-            None,
-            type=["null", "string"],
-            title="S3 key",
-            description="Process this one object now (e.g. incoming/online_retail.xlsx). "
-            "Leave empty to wait for uploads under incoming/.",
-        ),
-    },
-    default_args={
-        "owner": "data-engineering",
-        "retries": 2,
-        "retry_delay": timedelta(seconds=20),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(minutes=5),
-        "on_failure_callback": alert_on_failure,
-    },
+    default_args=INGEST_DEFAULT_ARGS,
 )
 def retail_ingest():
-    wait_for_files = IncomingFilesSensor(
+    wait_for_files = S3KeySensor(
         task_id="wait_for_files",
         aws_conn_id=config.AWS_CONN_ID,
         bucket_name="{{ var.value." + config.BUCKET_VARIABLE + " }}",
@@ -82,35 +62,12 @@ def retail_ingest():
     )
 
     @task
-    def apply_warehouse_ddl() -> list[str]:
-        return tasks.apply_warehouse_ddl()
-
-    @task
-    def list_incoming(params: dict | None = None) -> list[str]:
-        return tasks.list_incoming((params or {}).get("key"))
-
-    @task(
-        map_index_template="{{ file_key }}",
-        max_active_tis_per_dag=2,
-        execution_timeout=timedelta(minutes=30),
-    )
-    def ingest_file(key: str, run_id: str | None = None) -> dict:
-        get_current_context()["file_key"] = key  # type: ignore[typeddict-unknown-key]
-        return tasks.ingest_file(key, run_id)
-
-    @task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, outlets=[BRONZE_TRANSACTIONS])
-    def announce_loads(run_id: str | None = None) -> dict:
-        return tasks.announce_loads(run_id)
-
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, on_failure_callback=[])
-    def fail_run_if_a_file_failed() -> None:
-        """Mark the run failed when any file failed: the failed task has already sent its alert."""
-        raise AirflowFailException("A file failed to load; see the failed ingest_file task(s).")
+    def list_incoming() -> list[str]:
+        return tasks.list_incoming()
 
     keys = list_incoming()
-    loads = ingest_file.expand(key=keys)
-    wait_for_files >> apply_warehouse_ddl() >> keys
-    loads >> [announce_loads(), fail_run_if_a_file_failed()]
+    wait_for_files >> keys
+    load_files(keys)
 
 
 retail_ingest()

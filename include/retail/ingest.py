@@ -12,6 +12,8 @@ import json
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -86,6 +88,19 @@ def _raise_missing(s3: S3Hook, bucket: str, key: str) -> NoReturn:
     raise AirflowFailException(f"s3://{bucket}/{key} does not exist; expected an object under {config.INCOMING_PREFIX}")
 
 
+@contextmanager
+def _one_handler_per_key(conn: psycopg.Connection, key: str) -> Iterator[None]:
+    """Hold a session lock on ``key`` while it is handled: the waiting DAG and a manual run may both take
+    the same file, and the second must find it filed (and skip), not move it from under the first."""
+    lock = ("retail ingest of " + key,)
+    conn.execute("select pg_advisory_lock(hashtextextended(%s, 0))", lock)
+    try:
+        yield
+    finally:
+        if not conn.closed:  # a lost session has released its locks
+            conn.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", lock)
+
+
 def ingest_object(
     s3: S3Hook,
     bucket: str,
@@ -96,10 +111,17 @@ def ingest_object(
     run_id: str | None = None,
 ) -> LoadResult:
     """Load ``s3://bucket/key`` into bronze. Raises FileRejected (after quarantining it) for bad input."""
-    started_at = datetime.now(UTC)
-    batch_id = str(uuid.uuid4())
     if not key.startswith(config.INCOMING_PREFIX):
         raise AirflowFailException(f"{key}: expected a key under {config.INCOMING_PREFIX}, where files are loaded from")
+    with _one_handler_per_key(conn, key):
+        return _ingest_held_object(s3, bucket, key, conn, max_rejected_fraction, run_id)
+
+
+def _ingest_held_object(
+    s3: S3Hook, bucket: str, key: str, conn: psycopg.Connection, max_rejected_fraction: float, run_id: str | None
+) -> LoadResult:
+    started_at = datetime.now(UTC)
+    batch_id = str(uuid.uuid4())
     if not _exists(s3, bucket, key):
         _raise_missing(s3, bucket, key)
     head = s3.head_object(key, bucket)

@@ -39,10 +39,8 @@ def apply_warehouse_ddl() -> list[str]:
     return prepare_warehouse()
 
 
-def list_incoming(requested_key: str | None) -> list[str]:
-    """The keys this run handles: the one a manual run names, or what waits under incoming/."""
-    if requested_key:
-        return [requested_key]
+def list_incoming() -> list[str]:
+    """The keys waiting under incoming/, in name order, at most MAX_FILES_PER_RUN of them."""
     keys = S3Hook(aws_conn_id=config.AWS_CONN_ID).list_keys(bucket_name=bucket(), prefix=config.INCOMING_PREFIX)
     return sorted(key for key in keys if not key.endswith("/"))[:MAX_FILES_PER_RUN]
 

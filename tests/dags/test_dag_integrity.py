@@ -27,30 +27,51 @@ def test_no_import_errors(dagbag: DagBag) -> None:
 
 
 def test_expected_dags_exist(dagbag: DagBag) -> None:
-    assert {"retail_ingest", "retail_transform"} <= set(dagbag.dag_ids)
+    assert {"retail_ingest", "retail_ingest_file", "retail_transform"} <= set(dagbag.dag_ids)
 
 
-def test_transform_is_scheduled_on_the_asset_ingest_updates(dagbag: DagBag) -> None:
-    outlets = {outlet.name for task in dagbag.dags["retail_ingest"].tasks for outlet in getattr(task, "outlets", [])}
+@pytest.mark.parametrize("ingest_dag_id", ["retail_ingest", "retail_ingest_file"])
+def test_transform_is_scheduled_on_the_asset_ingest_updates(dagbag: DagBag, ingest_dag_id: str) -> None:
+    tasks = dagbag.dags[ingest_dag_id].tasks
+    outlets = {outlet.name for task in tasks for outlet in getattr(task, "outlets", [])}
     schedule = dagbag.dags["retail_transform"].timetable.asset_condition
     assert {asset.name for asset in schedule.objects} == outlets == {"retail_bronze_transactions"}
 
 
-def test_transform_renders_a_task_per_model_with_its_tests_after_it(dagbag: DagBag) -> None:
-    import json
-
-    from include.retail.dbt_project import DBT_MANIFEST
-
-    manifest = json.loads(DBT_MANIFEST.read_text())
-    models = [node for node in manifest["nodes"].values() if node["resource_type"] == "model"]
-    dag = dagbag.dags["retail_transform"]
-    for model in models:
-        run = dag.get_task(f"dbt.{model['name']}.run")
-        test = dag.get_task(f"dbt.{model['name']}.test")
-        assert test.task_id in run.downstream_task_ids
+def test_both_ingest_dags_load_with_the_same_tasks(dagbag: DagBag) -> None:
+    """One load path: the DAGs differ only in how they find their keys."""
+    waiting, named = (set(dagbag.dags[dag_id].task_dict) for dag_id in ("retail_ingest", "retail_ingest_file"))
+    assert waiting - named == {"wait_for_files", "list_incoming"}
+    assert named - waiting == {"named_file"}
 
 
-@pytest.mark.parametrize("dag_id", ["retail_ingest", "retail_transform"])
+@pytest.mark.parametrize(
+    ("conf", "error"),
+    [
+        ({}, "No value passed"),
+        ({"key": "processed/online_retail.xlsx"}, "does not match '\\^incoming/"),
+        ({"key": "incoming/online_retail.xlsx"}, None),
+    ],
+)
+def test_a_named_file_run_needs_a_key_under_incoming(dagbag: DagBag, conf: dict, error: str | None) -> None:
+    """The trigger form refuses a run with no key, or one outside incoming/, before anything starts."""
+    import copy
+
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    def validated() -> dict:
+        params = copy.deepcopy(dagbag.dags["retail_ingest_file"].params)
+        params.update(conf)
+        return params.validate()
+
+    if error is None:
+        assert validated() == conf
+    else:
+        with pytest.raises(ParamValidationError, match=error):
+            validated()
+
+
+@pytest.mark.parametrize("dag_id", ["retail_ingest", "retail_ingest_file", "retail_transform"])
 def test_dag_is_documented_owned_tagged_and_retried(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert dag.doc_md

@@ -90,7 +90,7 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path) -> None:
 
     expected_code = {f"include/retail/{path.name}" for path in (REPO / "include" / "retail").glob("*.py")}
     expected_sql = {f"include/sql/{path.name}" for path in (REPO / "include" / "sql").glob("*.sql")}
-    assert {"retail_ingest.py", "retail_transform.py", ".airflowignore"} <= shipped
+    assert {"retail_ingest.py", "retail_ingest_file.py", "retail_transform.py", ".airflowignore"} <= shipped
     assert expected_code <= shipped
     assert expected_sql <= shipped
     assert {"include/dbt/dbt_project.yml", "include/dbt/target/manifest.json"} <= shipped
@@ -326,7 +326,7 @@ def test_every_dag_parses_from_the_bundle_alone(airflow_home: Path, tmp_path: Pa
     parsed = json.loads(lines[-1].removeprefix("RESULT "))
 
     assert parsed["import_errors"] == {}
-    assert {"retail_ingest", "retail_transform"} <= set(parsed["dag_ids"])
+    assert {"retail_ingest", "retail_ingest_file", "retail_transform"} <= set(parsed["dag_ids"])
     # .airflowignore keeps the DAG processor out of include/: only the DAG files are scanned.
     assert parsed["dag_files"] == sorted(
         str(airflow_home / "dags" / path.name) for path in (REPO / "dags").glob("*.py")

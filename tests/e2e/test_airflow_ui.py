@@ -40,6 +40,7 @@ CHROMIUM_ARGS = [
 # two cores with the scheduler, the dag-processor and the triggerer. Playwright's 5 s default for `expect`
 # is too short for a first page on a busy CI machine.
 UI_TIMEOUT_MS = 60_000
+INGEST_DAGS = ("retail_ingest", "retail_ingest_file")
 DBT_MODELS = (
     "transactions",
     "transactions_set_aside",
@@ -107,15 +108,27 @@ def _log_errors(log: Path, last: int = 20) -> list[str]:
     return [line for line in lines if "ERROR" in line or "Traceback" in line or "locked" in line][-last:]
 
 
+def _wait_for_waiting_run(api, *, timeout: float) -> str:
+    """The id of the `retail_ingest` run whose sensor is deferred, waiting for uploads."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for run in api.dag_runs("retail_ingest", state="running"):
+            sensor = api.get(f"/dags/retail_ingest/dagRuns/{run['dag_run_id']}/taskInstances/wait_for_files")
+            if sensor["state"] == "deferred":
+                return run["dag_run_id"]
+        time.sleep(2)
+    raise TimeoutError(f"no retail_ingest run was waiting (sensor deferred) within {timeout:.0f} s")
+
+
 def _after(moment: datetime):
     return lambda run: datetime.fromisoformat(run["run_after"]) >= moment
 
 
-def test_the_ui_shows_both_dags_their_docs_owner_tags_the_asset_link_and_a_task_per_dbt_model(
+def test_the_ui_shows_the_dags_their_docs_owner_tags_the_asset_link_and_a_task_per_dbt_model(
     live_stack: Stack,
 ) -> None:
     api = live_stack.api()
-    for dag_id in ("retail_ingest", "retail_transform"):
+    for dag_id in (*INGEST_DAGS, "retail_transform"):
         details = api.get(f"/dags/{dag_id}/details")
         assert details["doc_md"].lstrip().startswith("### Retail")
         assert details["owners"] == ["data-engineering"]
@@ -123,8 +136,8 @@ def test_the_ui_shows_both_dags_their_docs_owner_tags_the_asset_link_and_a_task_
         assert details["is_paused"] is False
 
     (asset,) = api.get("/assets", name_pattern="retail_bronze_transactions")["assets"]
-    assert [(task["dag_id"], task["task_id"]) for task in asset["producing_tasks"]] == [
-        ("retail_ingest", "announce_loads")
+    assert sorted((task["dag_id"], task["task_id"]) for task in asset["producing_tasks"]) == [
+        (dag_id, "announce_loads") for dag_id in INGEST_DAGS
     ]
     assert [dag["dag_id"] for dag in asset["scheduled_dags"]] == ["retail_transform"]
 
@@ -166,11 +179,11 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(liv
 
             # As a user would: from the home page the login lands on, through the navigation.
             page.get_by_role("link", name="Dags").first.click()
-            expect(page.get_by_role("link", name="retail_transform").first).to_be_visible()
-            expect(page.get_by_role("link", name="retail_ingest").first).to_be_visible()
+            for dag_id in (*INGEST_DAGS, "retail_transform"):
+                expect(page.get_by_role("link", name=dag_id, exact=True).first).to_be_visible()
             page.screenshot(path=shots / "02-dag-list.png")
 
-            page.get_by_role("link", name="retail_ingest").first.click()
+            page.get_by_role("link", name="retail_ingest_file", exact=True).first.click()
             expect(page.get_by_text("data-engineering").first).to_be_visible()
             page.screenshot(path=shots / "03-ingest-dag.png")
 
@@ -184,12 +197,12 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(liv
 
             api = live_stack.api()
             manual = api.wait_for_run(
-                "retail_ingest",
+                "retail_ingest_file",
                 lambda run: _after(triggered_at)(run) and run["run_type"] == "manual",
                 timeout=240,
             )
             assert manual["conf"] == {"key": key}
-            page.goto(f"{live_stack.api_url}/dags/retail_ingest/runs/{manual['dag_run_id']}")
+            page.goto(f"{live_stack.api_url}/dags/retail_ingest_file/runs/{manual['dag_run_id']}")
             expect(page.get_by_text("success", exact=False).first).to_be_visible()
             page.screenshot(path=shots / "05-run-succeeded.png", full_page=True)
         except Exception as error:
@@ -207,11 +220,34 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(liv
             browser.close()
 
     assert manual["state"] == "success"
-    # The file is loaded once: by the manual run, or by the waiting run that took it first (the manual
-    # run then finds it filed and skips).
+    # The file is loaded once: by the manual run, or by the waiting DAG's run if it took the file first (the
+    # manual run then finds it filed and skips).
     with psycopg.connect(live_stack.warehouse_url()) as conn:
         statuses = conn.execute("select status from bronze.load_ledger where source_key = %s", (key,)).fetchall()
     assert statuses == [("loaded",)]
+
+
+def test_a_named_file_run_starts_at_once_beside_the_waiting_run(live_stack: Stack, tmp_path) -> None:
+    """`retail_ingest` always has a run waiting; a `retail_ingest_file` run must not queue behind it.
+
+    The case that once queued for the sensor's hour: the named file was already taken by the waiting DAG.
+    """
+    api = live_stack.api()
+    key = "incoming/already_taken.xlsx"
+    live_stack.boto3_client("s3").upload_file(str(sample.sample_workbook(tmp_path)), BUCKET, key)
+    _wait_for_ledger(live_stack, key, timeout=240)
+    waiting = _wait_for_waiting_run(api, timeout=120)
+
+    triggered = api.post("/dags/retail_ingest_file/dagRuns", {"logical_date": None, "conf": {"key": key}})
+    run_id = triggered["dag_run_id"]
+    named = api.wait_for_run("retail_ingest_file", lambda run: run["dag_run_id"] == run_id, timeout=120)
+
+    assert named["state"] == "success", named
+    mapped = api.get(f"/dags/retail_ingest_file/dagRuns/{run_id}/taskInstances/ingest_file/listMapped")
+    (ingest_file,) = mapped["task_instances"]
+    assert ingest_file["state"] == "skipped"  # already handled: filed under processed/
+    still = api.get(f"/dags/retail_ingest/dagRuns/{waiting}")
+    assert still["state"] == "running", "the named-file run was not run beside the waiting run"
 
 
 @pytest.mark.real_data

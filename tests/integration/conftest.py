@@ -35,11 +35,13 @@ def dags(stack: Stack) -> dict:
 
 @pytest.fixture(scope="session")
 def run_ingest(stack: Stack, dags: dict) -> Callable[..., Run]:
-    """Run retail_ingest with ``dag.test()`` (optionally for one key); return its state and alerts."""
+    """Run ingest with ``dag.test()``: ``retail_ingest_file`` for one key, else the waiting ``retail_ingest``.
+
+    Returns the run's state and alerts."""
 
     def run(key: str | None = None) -> Run:
         stack.read_alerts()  # only this run's alerts count
-        dag_run = dags["retail_ingest"].test(run_conf={"key": key})
+        dag_run = dags["retail_ingest_file"].test(run_conf={"key": key}) if key else dags["retail_ingest"].test()
         return Run(state=str(dag_run.state), run_id=dag_run.run_id, alerts=stack.read_alerts())
 
     return run

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from devstack.sample import HEADER, write_csv, write_workbook
-from devstack.stack import LOADER_ROLE
+from devstack.stack import BUCKET, LOADER_ROLE
 
 pytestmark = pytest.mark.integration
 
@@ -102,10 +102,11 @@ def test_file_breaking_the_contract_is_quarantined_whole_with_a_report_and_an_al
     assert report["file"] == key
     assert report["reason"] == error
     (alert,) = run.alerts
-    assert alert["subject"] == "[retail] FAILED retail_ingest.ingest_file [0]"
+    assert alert["subject"] == "[retail] FAILED retail_ingest_file.ingest_file [0]"
     assert f"Error:  {key}: {error}" in alert["message"]
     assert "Try:    1 of 3" in alert["message"]  # bad input is final: no retry
-    assert f"/dags/retail_ingest/runs/{quote(run.run_id)}/tasks/ingest_file/mapped/0?try_number=1" in alert["message"]
+    log_path = f"/dags/retail_ingest_file/runs/{quote(run.run_id)}/tasks/ingest_file/mapped/0?try_number=1"
+    assert log_path in alert["message"]
 
 
 def test_rows_that_cannot_be_typed_go_aside_under_the_threshold(tmp_path, upload, run_ingest, warehouse) -> None:
@@ -237,3 +238,44 @@ def test_loader_role_may_write_bronze_and_the_ledger_and_nothing_else(stack) -> 
             "values (gen_random_uuid(), 'k', 2, 'r', '{}')"
         )
         conn.rollback()
+
+
+def test_two_runs_taking_the_same_file_at_once_load_it_once_and_the_second_skips(
+    tmp_path, upload, stack, warehouse, keys_under
+) -> None:
+    """The waiting DAG and a `retail_ingest_file` run can both take one file: the key lock orders them."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from include.retail import config
+    from include.retail.ingest import AlreadyHandled, ingest_object
+
+    key = upload(
+        write_workbook(tmp_path / "raced.xlsx", {"Online Retail": [HEADER, *rows(40, 660000)]}), "incoming/raced.xlsx"
+    )
+    start = threading.Barrier(2)
+    outcomes: dict[str, object] = {}
+
+    def take(run_id: str) -> None:
+        with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
+            s3 = S3Hook(aws_conn_id=config.AWS_CONN_ID)
+            start.wait()
+            try:
+                outcomes[run_id] = ingest_object(s3, BUCKET, key, conn, run_id=run_id).status
+            except AlreadyHandled as skipped:
+                outcomes[run_id] = skipped
+            except Exception as error:  # reported below, with the other run's outcome
+                outcomes[run_id] = error
+
+    runs = [threading.Thread(target=take, args=(f"race-{n}",)) for n in (1, 2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join()
+
+    assert sorted(type(outcome).__name__ for outcome in outcomes.values()) == ["AlreadyHandled", "str"], outcomes
+    assert "loaded" in outcomes.values()
+    ledger = warehouse.execute("select status from bronze.load_ledger where source_key = %s", (key,)).fetchall()
+    assert ledger == [("loaded",)]
+    assert bronze_rows_of(warehouse, key) == 40
+    assert keys_under("incoming/raced") == set()
+    assert keys_under("processed/raced") == {"processed/raced.xlsx"}
