@@ -20,6 +20,12 @@ ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
 @pytest.fixture(scope="package")
+def artifacts() -> Path:
+    """Where the e2e tests leave what explains a run: screenshots and the services' logs (git-ignored)."""
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="package")
 def live_stack() -> Iterator[Stack]:
     home = Path(tempfile.mkdtemp(prefix="retail-e2e-"))
     home.chmod(0o755)  # the postgres server user must reach the cluster directory inside

@@ -23,7 +23,6 @@ from devstack.stack import ADMIN_USER, AIRFLOW_SERVICES, BUCKET, REPO_ROOT, Stac
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Debian's chromium as root in a closed network: no sandbox, no GPU, no calls home (DESIGN.md section 7).
@@ -147,11 +146,13 @@ def test_the_ui_shows_the_dags_their_docs_owner_tags_the_asset_link_and_a_task_p
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
-def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(live_stack: Stack, tmp_path) -> None:
+def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(
+    live_stack: Stack, tmp_path: Path, artifacts: Path
+) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
-    shots = ARTIFACTS / "browser"
+    shots = artifacts / "browser"
     shots.mkdir(parents=True, exist_ok=True)
     key = "incoming/browser_sample.xlsx"
     live_stack.boto3_client("s3").upload_file(str(sample.sample_workbook(tmp_path)), BUCKET, key)
