@@ -23,15 +23,9 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from include.retail import config
-from include.retail.bronze import (
-    LoadResult,
-    SourceFile,
-    TypedSheet,
-    load_into_bronze,
-    loaded_batch_of,
-    record_without_loading,
-)
+from include.retail.bronze import TypedSheet, load_into_bronze
 from include.retail.contract import FileRejected, type_rows
+from include.retail.ledger import LoadResult, SourceFile, Status, loaded_batch_of, record_without_loading
 from include.retail.reader import read_source
 
 _REPORT_SAMPLE_ROWS = 50
@@ -134,7 +128,7 @@ def _ingest_held_object(
 
         already = loaded_batch_of(conn, source.version)
         if already:
-            result = LoadResult(key=key, batch_id=batch_id, status="duplicate", duplicate_of=already)
+            result = LoadResult(key=key, batch_id=batch_id, status=Status.DUPLICATE, duplicate_of=already)
             record_without_loading(conn, source, result, started_at=started_at, run_id=run_id)
             _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
             return result
@@ -149,7 +143,7 @@ def _ingest_held_object(
             result = LoadResult(
                 key=key,
                 batch_id=batch_id,
-                status="rejected",
+                status=Status.REJECTED,
                 rows_rejected=sum(sheet.typed.rejected.height for sheet in sheets),
                 error=rejection.reason,
                 read_seconds=round(time.perf_counter() - clock, 3),

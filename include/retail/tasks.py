@@ -60,11 +60,11 @@ def ingest_file(key: str, run_id: str) -> dict:
 def announce_loads(run_id: str) -> dict:
     """Publish what the run loaded; skipped (so no Asset event) when it loaded nothing."""
     from include.retail.alerts import load_summary, publish
-    from include.retail.bronze import ledger_rows_of_run
+    from include.retail.ledger import Status, ledger_rows_of_run
 
     with _warehouse_connection(config.WAREHOUSE_CONN_ID) as conn:
         results = ledger_rows_of_run(conn, run_id)
-    if not any(result["status"] == "loaded" for result in results):
+    if not any(result["status"] == Status.LOADED for result in results):
         raise AirflowSkipException("No file was loaded in this run; bronze is unchanged.")
     subject, message = load_summary(results, run_id=run_id)
     message_id = publish(Variable.get(config.ALERTS_TOPIC_VARIABLE), subject, message)

@@ -24,8 +24,13 @@ create table if not exists bronze.load_ledger (
     finished_at timestamptz not null default clock_timestamp(),
     read_seconds numeric(10, 3),
     load_seconds numeric(10, 3),
-    constraint load_ledger_status_check check (status in ('loaded', 'duplicate', 'rejected'))
+    constraint load_ledger_status_check check (status in ('loaded', 'duplicate', 'rejected', 'failed'))
 );
+
+-- Ledgers created before a status was added take the current list (include/retail/ledger.py, Status).
+alter table bronze.load_ledger drop constraint if exists load_ledger_status_check;
+alter table bronze.load_ledger add constraint load_ledger_status_check
+    check (status in ('loaded', 'duplicate', 'rejected', 'failed'));
 
 comment on column bronze.load_ledger.source_version is 'SHA-256 of the file''s bytes: the same content is loaded once.';
 comment on column bronze.load_ledger.superseded_by is 'The later load of the same key that replaces this one in retail_transactions_current.';
