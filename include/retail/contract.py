@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
-from airflow.sdk.exceptions import AirflowFailException
 
 # The bronze columns, in table order.
 COLUMNS: tuple[str, ...] = (
@@ -80,8 +79,21 @@ DATETIME_FORMATS: tuple[str, ...] = (
 _MAX_EXACT_INTEGER = 2**53
 
 
-class FileRejected(AirflowFailException):
-    """The file breaks the contract: it is quarantined whole and the task fails without retrying."""
+# Excel's own limit on a cell; a longer value was not written by Excel and is not a retail field.
+MAX_CELL_CHARACTERS = 32_767
+
+FORMULA_WITHOUT_RESULT = "a formula with no saved result: open and save the file in Excel, or export it as CSV"
+NUL_CHARACTER = "contains a NUL character"
+# PostgreSQL text (and jsonb) cannot hold NUL: a rejected row's raw values show it as this symbol.
+_NUL_SHOWN_AS = "\u2400"
+
+
+class FileRejected(Exception):
+    """The file breaks the contract: it is quarantined whole, and its task fails without retrying.
+
+    A plain exception, so that the contract (and the reader's child process) need no Airflow: the
+    ingest task turns it into Airflow's no-retry failure.
+    """
 
     def __init__(self, source: str, reason: str, details: dict | None = None) -> None:
         super().__init__(f"{source}: {reason}")
@@ -118,7 +130,7 @@ class HeaderMatch:
             wanted = ", ".join(HEADINGS[column] for column in self.missing)
             parts.append(f"missing required column(s): {wanted}")
         for column, headers in self.ambiguous.items():
-            parts.append(f"several headers map to {column}: {', '.join(map(repr, headers))}")
+            parts.append(f"several headers mean {HEADINGS[column]}: {', '.join(map(repr, headers))}")
         return "; ".join(parts)
 
 
@@ -189,30 +201,51 @@ _PARSERS: dict[str, tuple[Callable[[pl.Series], pl.Series], Callable[[pl.Series]
 }
 
 
-def type_rows(raw: pl.DataFrame, written_as: dict[str, str]) -> TypedRows:
+def type_rows(
+    raw: pl.DataFrame, written_as: dict[str, str], unsaved_formulas: dict[str, list[int]] | None = None
+) -> TypedRows:
     """Type a sheet's text columns (named as bronze names them, plus source_row).
 
     Text columns are kept exactly as written, spaces included: bronze cleans nothing. A blank
-    value is a null, which is a value; only a non-blank value that cannot be typed rejects its row.
+    value is a null, which is a value; only a non-blank value that cannot be typed rejects its row,
+    as does a NUL character (PostgreSQL cannot store it) and a cell of ``unsaved_formulas`` (bronze
+    column -> source rows of formula cells with no saved result, which read as blank).
     """
-    typed_columns, untypeable = {}, {}
-    for column, (strict, lenient) in _PARSERS.items():
-        typed_columns[column], untypeable[column] = _parse(raw[column], strict, lenient)
+    # (mask of the rows concerned, reason), in column order; several may hit one row.
+    problems: list[tuple[pl.Series, pl.Expr]] = []
+    typed_columns = {}
+    nul = {column: raw[column].str.contains("\x00", literal=True).fill_null(False) for column in COLUMNS}
+    for column in COLUMNS:
+        heading = written_as[column]
+        if nul[column].any():
+            problems.append((nul[column], pl.lit(f"{heading}: {NUL_CHARACTER}")))
+        if unsaved_formulas and unsaved_formulas.get(column):
+            formula = raw["source_row"].is_in(unsaved_formulas[column])
+            problems.append((formula, pl.lit(f"{heading}: {FORMULA_WITHOUT_RESULT}")))
+        if column in _PARSERS:
+            strict, lenient = _PARSERS[column]
+            typed_columns[column], untypeable = _parse(raw[column], strict, lenient)
+            if untypeable.any():
+                untypeable = untypeable & ~nul[column]  # said once, as a NUL
+                reason = pl.format(
+                    "{}: expected {}, got '{}'", pl.lit(heading), pl.lit(EXPECTED[column]), pl.col(column)
+                )
+                problems.append((untypeable, reason))
     typed = raw.with_columns(**typed_columns)
-    bad = pl.select(pl.any_horizontal(untypeable.values())).to_series()
+    if not problems:
+        return TypedRows(rows=typed, rejected=_no_rejections())
+    bad = pl.select(pl.any_horizontal(mask for mask, _ in problems)).to_series()
     if not bad.any():
         return TypedRows(rows=typed, rejected=_no_rejections())
     # Reasons are spelled out for the few bad rows only.
-    failures = [
-        pl.when(pl.lit(mask.filter(bad))).then(
-            pl.format("{}: expected {}, got '{}'", pl.lit(written_as[column]), pl.lit(EXPECTED[column]), pl.col(column))
-        )
-        for column, mask in untypeable.items()
-    ]
+    failures = [pl.when(pl.lit(mask.filter(bad))).then(reason) for mask, reason in problems]
     rejected = raw.filter(bad).select(
         pl.col("source_row"),
         pl.concat_str(failures, separator="; ", ignore_nulls=True).alias("reason"),
-        pl.struct(pl.col(column).alias(written_as[column]) for column in COLUMNS)
+        pl.struct(
+            pl.col(column).str.replace_all("\x00", _NUL_SHOWN_AS, literal=True).alias(written_as[column])
+            for column in COLUMNS
+        )
         .struct.json_encode()
         .alias("raw_values"),
     )

@@ -17,7 +17,9 @@ from pathlib import Path
 import fastexcel
 import polars as pl
 
-from include.retail.contract import COLUMNS, FileRejected, match_header
+from include.retail import contract
+from include.retail.contract import COLUMNS, HEADINGS, MAX_CELL_CHARACTERS, match_header
+from include.retail.workbook_limits import WorkbookLayout, without_paths
 
 SUPPORTED_SUFFIXES = (".xlsx", ".csv")
 
@@ -25,6 +27,17 @@ SUPPORTED_SUFFIXES = (".xlsx", ".csv")
 # because Windows exports write "€" and curly quotes where ISO-8859-1 has control characters.
 CSV_ENCODINGS = ("utf-8", "cp1252", "iso-8859-1")
 CSV_SEPARATORS = (",", ";", "\t", "|")
+# Byte-order marks, longest first (UTF-32's starts like UTF-16's).
+CSV_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+# A text with this share of NUL bytes is UTF-16 (or UTF-32) without a byte-order mark, not 8-bit text.
+_WIDE_TEXT_NUL_SHARE = 0.1
+_CONTRACT_HEADINGS = ", ".join(HEADINGS.values())
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,7 @@ class Sheet:
     name: str | None  # None for a CSV
     raw: pl.DataFrame  # COLUMNS as text, plus source_row (the header is row 1)
     written_as: dict[str, str]  # bronze column -> header as the file writes it
+    positions: dict[str, int]  # bronze column -> position in the sheet's grid (0: its first column)
 
 
 @dataclass(frozen=True)
@@ -47,24 +61,28 @@ class SourceContents:
         return sum(sheet.raw.height for sheet in self.sheets)
 
 
-def read_source(path: Path, source_name: str) -> SourceContents:
-    """Read ``path``; ``source_name`` (the S3 key) names the file in every error."""
+def read_source(path: Path, source_name: str, layout: WorkbookLayout | None = None) -> SourceContents:
+    """Read ``path``; ``source_name`` (the S3 key) names the file in every error.
+
+    ``layout`` (from ``workbook_limits.check_file``) says on which row each sheet's cells start, so that
+    row numbers are the sheet's own; without it a sheet is taken to start on row 1.
+    """
     suffix = Path(source_name).suffix.lower()
     if suffix == ".xlsx":
-        contents = _read_workbook(path, source_name)
+        contents = _read_workbook(path, source_name, layout or WorkbookLayout())
     elif suffix == ".csv":
         contents = _read_csv(path, source_name)
     else:
-        raise FileRejected(
+        raise contract.FileRejected(
             source_name,
             f"unsupported file type {suffix or '(none)'!r}: expected one of {', '.join(SUPPORTED_SUFFIXES)}",
         )
     if contents.row_count == 0:
-        raise FileRejected(source_name, "the file has a header but no data rows")
+        raise contract.FileRejected(source_name, "the file has a header but no data rows")
     return contents
 
 
-def _read_workbook(path: Path, source_name: str) -> SourceContents:
+def _read_workbook(path: Path, source_name: str, layout: WorkbookLayout) -> SourceContents:
     try:
         workbook = fastexcel.read_excel(path)
         grids = {
@@ -72,51 +90,92 @@ def _read_workbook(path: Path, source_name: str) -> SourceContents:
             for name in workbook.sheet_names
         }
     except Exception as error:  # calamine raises several types for a damaged or foreign file
-        raise FileRejected(source_name, f"not a readable .xlsx workbook ({error})") from error
-    sheets, ignored = [], []
+        reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+        raise contract.FileRejected(source_name, reason) from error
+    sheets, ignored, first_rows = [], [], {}
     for name, grid in grids.items():
-        sheet = _sheet_from_grid(grid, name, source_name)
+        part = layout.sheets.get(name)
+        first_rows[name] = part.first_row if part else 1
+        sheet = _sheet_from_grid(grid, name, source_name, first_rows[name])
         if sheet is None:
             ignored.append(name)
         else:
             sheets.append(sheet)
     if not sheets:
-        raise FileRejected(
+        held = "; ".join(
+            f"sheet {name!r} row {first_rows[name]} holds {_shown(grid)}" if grid.height else f"sheet {name!r} is empty"
+            for name, grid in grids.items()
+        )
+        raise contract.FileRejected(
             source_name,
-            f"no sheet has the contract's columns ({', '.join(COLUMNS)}); sheets: {', '.join(grids) or 'none'}",
+            f"no sheet has a header with the contract's columns ({_CONTRACT_HEADINGS}) on its first row; "
+            f"{held or 'the workbook has no sheets'}",
         )
     return SourceContents(sheets=sheets, ignored_sheets=ignored, encoding=None)
 
 
-def _read_csv(path: Path, source_name: str) -> SourceContents:
-    data = path.read_bytes()
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
+def _decode(data: bytes, source_name: str) -> tuple[str, str]:
+    """The text and its encoding: by byte-order mark, else the first of CSV_ENCODINGS that decodes."""
+    for bom, encoding in CSV_BOMS:
+        if data.startswith(bom):
+            if encoding == "utf-32":
+                raise contract.FileRejected(
+                    source_name, "the CSV is encoded as UTF-32, which is not read: save it as CSV UTF-8"
+                )
+            try:
+                return data[len(bom) :].decode(f"{encoding}-le" if bom == b"\xff\xfe" else encoding), encoding
+            except UnicodeDecodeError as error:
+                raise contract.FileRejected(
+                    source_name, f"the CSV starts as {encoding.upper()} but does not decode as it ({error.reason})"
+                ) from error
+    head = data[:4096]
+    if head.count(0) > _WIDE_TEXT_NUL_SHARE * len(head):
+        raise contract.FileRejected(
+            source_name,
+            "the CSV looks like UTF-16 without a byte-order mark, which cannot be told apart from other "
+            "encodings: save it as CSV UTF-8, or as Unicode text with its byte-order mark",
+        )
     for encoding in CSV_ENCODINGS:
         try:
-            text = data.decode(encoding)
+            return data.decode(encoding), encoding
         except UnicodeDecodeError:
             continue
-        break
-    if encoding != "utf-8":
+    raise AssertionError("unreachable: ISO-8859-1 decodes any byte")
+
+
+def _read_csv(path: Path, source_name: str) -> SourceContents:
+    data = path.read_bytes()
+    text, encoding = _decode(data, source_name)
+    if encoding != "utf-8" or data.startswith(b"\xef\xbb\xbf"):
         data = text.encode("utf-8")
     first_line = text[: text.find("\n")] if "\n" in text else text
     separator = max(CSV_SEPARATORS, key=first_line.count)
     try:
         grid = pl.read_csv(io.BytesIO(data), has_header=False, infer_schema=False, separator=separator, quote_char='"')
     except pl.exceptions.PolarsError as error:
-        raise FileRejected(source_name, f"not a well-formed CSV file ({error})") from error
-    sheet = _sheet_from_grid(grid, None, source_name)
+        raise contract.FileRejected(source_name, f"not a well-formed CSV file ({without_paths(error)})") from error
+    sheet = _sheet_from_grid(grid, None, source_name, 1)
     if sheet is None:
-        header = next(csv.reader([first_line], delimiter=separator), [])
-        raise FileRejected(
-            source_name, f"the header has none of the contract's columns ({', '.join(COLUMNS)}); it reads {header}"
+        header = next(csv.reader([first_line.rstrip("\r")], delimiter=separator), [])
+        raise contract.FileRejected(
+            source_name,
+            f"row 1 is read as the header but has none of the contract's columns ({_CONTRACT_HEADINGS}); "
+            f"it holds {header}",
         )
     return SourceContents(sheets=[sheet], ignored_sheets=[], encoding=encoding)
 
 
-def _sheet_from_grid(grid: pl.DataFrame, sheet_name: str | None, source_name: str) -> Sheet | None:
-    """Take the first row as the header; None when the sheet holds no contract column at all."""
+def _shown(grid: pl.DataFrame, cells: int = 10) -> list[object]:
+    """The first row's first cells, as a message shows them."""
+    row = list(grid.row(0))
+    while row and row[-1] is None:  # the blank cells a wider row below adds
+        row.pop()
+    return [value if value is None or len(value) <= 40 else value[:40] + "…" for value in row[:cells]]
+
+
+def _sheet_from_grid(grid: pl.DataFrame, sheet_name: str | None, source_name: str, first_row: int) -> Sheet | None:
+    """Take the first row (the sheet's row ``first_row``) as the header; None when the sheet holds no
+    contract column at all."""
     if grid.height == 0:
         return None
     header = list(grid.row(0))
@@ -125,13 +184,35 @@ def _sheet_from_grid(grid: pl.DataFrame, sheet_name: str | None, source_name: st
         return None
     if not match.meets_contract:
         where = f"sheet {sheet_name!r}" if sheet_name is not None else "header"
-        raise FileRejected(source_name, f"{where}: {match.problem()}; the header reads {header}")
+        raise contract.FileRejected(
+            source_name, f"{where}: {match.problem()}; the header (row {first_row}) reads {_shown(grid, 40)}"
+        )
     raw = (
         grid.select(pl.col(grid.columns[match.columns[column]]).alias(column) for column in COLUMNS)
-        .with_row_index("source_row", offset=1)
+        .with_row_index("source_row", offset=first_row)
         .slice(1)
         .with_columns(pl.col("source_row").cast(pl.Int32))
         # A wholly blank line is layout, not a source row; the numbering of the others is kept.
         .filter(~pl.all_horizontal(pl.col(column).is_null() for column in COLUMNS))
     )
-    return Sheet(name=sheet_name, raw=raw, written_as=match.written_as)
+    _check_cell_lengths(raw, sheet_name, source_name, match.written_as)
+    return Sheet(name=sheet_name, raw=raw, written_as=match.written_as, positions=match.columns)
+
+
+def _check_cell_lengths(
+    raw: pl.DataFrame, sheet_name: str | None, source_name: str, written_as: dict[str, str]
+) -> None:
+    """No cell longer than Excel allows: such a value was not typed by a person, and bronze is no place for it."""
+    for column in COLUMNS:
+        if (raw[column].str.len_bytes().max() or 0) <= MAX_CELL_CHARACTERS:  # bytes >= characters: cheap first
+            continue
+        lengths = raw[column].str.len_chars()
+        if (lengths.max() or 0) <= MAX_CELL_CHARACTERS:
+            continue
+        position = int((lengths > MAX_CELL_CHARACTERS).arg_true()[0])
+        where = f"sheet {sheet_name!r} " if sheet_name is not None else ""
+        raise contract.FileRejected(
+            source_name,
+            f"{where}row {raw['source_row'][position]}: {written_as[column]} holds {lengths[position]:,} characters, "
+            f"more than the {MAX_CELL_CHARACTERS:,} a cell may hold",
+        )

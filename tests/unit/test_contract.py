@@ -85,7 +85,7 @@ def test_missing_column_is_named_as_a_reader_would_look_for_it() -> None:
 
 def test_two_headers_claiming_one_column_are_ambiguous() -> None:
     match = match_header(["Invoice", "InvoiceNo", "StockCode"])
-    assert "several headers map to invoice_no: 'Invoice', 'InvoiceNo'" in match.problem()
+    assert "several headers mean InvoiceNo (or Invoice): 'Invoice', 'InvoiceNo'" in match.problem()
 
 
 def test_a_sheet_without_contract_columns_is_not_a_data_sheet() -> None:
@@ -163,3 +163,18 @@ def test_rejected_row_keeps_every_value_as_written_under_the_files_headers() -> 
     values = json.loads(typed.rejected["raw_values"][0])
     assert values["Customer ID"] == "y"
     assert values["Price"] == "2.55"
+
+
+def test_a_nul_character_rejects_its_row_once_naming_the_column() -> None:
+    typed = type_rows(raw_rows({}, {"quantity": "6\x00", "country": "U\x00K"}), WRITTEN_AS)
+    assert typed.rows["source_row"].to_list() == [2]
+    (reason,) = typed.rejected["reason"].to_list()
+    assert reason == "Quantity: contains a NUL character; Country: contains a NUL character"
+
+
+def test_cells_of_formulas_without_results_reject_their_rows() -> None:
+    typed = type_rows(raw_rows({}, {"quantity": None}), WRITTEN_AS, unsaved_formulas={"quantity": [3]})
+    assert typed.rows["source_row"].to_list() == [2]
+    assert typed.rejected["reason"].to_list() == [
+        "Quantity: a formula with no saved result: open and save the file in Excel, or export it as CSV"
+    ]

@@ -73,6 +73,7 @@ def test_a_sheet_missing_a_column_rejects_the_file_naming_sheet_and_column(tmp_p
         read_source(path, "incoming/broken.xlsx")
     message = str(rejection.value)
     assert message.startswith("incoming/broken.xlsx: sheet 'Bad': missing required column(s): CustomerID")
+    assert "the header (row 1) reads ['InvoiceNo', 'StockCode'" in message  # as the file writes it
 
 
 def test_blank_rows_are_skipped_and_row_numbers_kept(tmp_path: Path) -> None:
@@ -104,9 +105,9 @@ def test_semicolon_separated_csv(tmp_path: Path) -> None:
     ("name", "content", "reason"),
     [
         ("notes.txt", b"hello", "unsupported file type '.txt': expected one of .xlsx, .csv"),
-        ("fake.xlsx", b"this is not a zip file", "not a readable .xlsx workbook"),
+        ("fake.xlsx", b"this is not a zip file", "truncated or not an .xlsx workbook"),
         ("empty.csv", ",".join(HEADER).encode() + b"\n", "the file has a header but no data rows"),
-        ("other.csv", b"a,b\n1,2\n", "the header has none of the contract's columns"),
+        ("other.csv", b"a,b\n1,2\n", "row 1 is read as the header but has none of the contract's columns"),
     ],
 )
 def test_unreadable_files_are_rejected_with_a_reason(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
@@ -116,3 +117,15 @@ def test_unreadable_files_are_rejected_with_a_reason(tmp_path: Path, name: str, 
         read_source(path, f"incoming/{name}")
     assert rejection.value.source == f"incoming/{name}"
     assert reason in rejection.value.reason
+
+
+def test_a_csv_without_a_header_says_what_row_1_holds(tmp_path: Path) -> None:
+    path = tmp_path / "headless.csv"
+    path.write_text("536365,85123A,HEART,6\n")
+    with pytest.raises(FileRejected) as rejection:
+        read_source(path, "incoming/headless.csv")
+    assert rejection.value.reason == (
+        "row 1 is read as the header but has none of the contract's columns (InvoiceNo (or Invoice), StockCode, "
+        "Description, Quantity, InvoiceDate, UnitPrice (or Price), CustomerID (or Customer ID), Country); "
+        "it holds ['536365', '85123A', 'HEART', '6']"
+    )
