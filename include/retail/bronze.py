@@ -24,13 +24,27 @@ from psycopg import sql
 from psycopg.rows import tuple_row
 
 from include.retail.contract import COLUMNS, TypedRows
-from include.retail.ledger import LoadResult, SourceFile, Status, insert_ledger_row, loaded_batch_of
+from include.retail.ledger import (
+    LoadResult,
+    SourceFile,
+    Status,
+    current_batch_with_rows,
+    insert_ledger_row,
+    loaded_batch_of,
+    record_rows_fingerprint,
+)
 
 # The columns of a staged row: the contract's, plus where in the file it came from.
 STAGED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
 REJECTED_COLUMNS = ("source_sheet", "source_row", "reason", "raw_values")
 
 _COPY_SLICE_ROWS = 50_000
+
+# Fixed seeds: the fingerprint must be the same in every process. polars does not promise the same row
+# hashes across its versions, so after an upgrade a re-export of an older load may load again (as a new
+# file, counted as overlapping); it can never hide a file that differs.
+_ROW_HASH_SEEDS = (0x7265, 0x7461, 0x696C, 0x2031)
+_FINGERPRINT_VERSION = "v1"
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,66 @@ def _copy_frame(cur: psycopg.Cursor, table: sql.Composable, columns: Sequence[st
             copy.write(buffer.getbuffer())
 
 
+def rows_fingerprint(sheets: Sequence[TypedSheet]) -> str:
+    """A fingerprint of a file's typed rows that ignores the file's format, sheets and row order.
+
+    Each row's eight typed values are hashed (prices as numbers, so "2.5" and "2.50" agree) and the
+    hashes are summed, which is order-independent and counts repeated rows; with the row count this
+    tells a re-export of the same rows (a workbook saved as CSV) from any other file.
+    """
+    frames = [
+        sheet.typed.rows.select(
+            *(pl.col(column) for column in COLUMNS if column != "unit_price"),
+            pl.col("unit_price").cast(pl.Float64),
+        )
+        for sheet in sheets
+    ]
+    rows = pl.concat(frames) if frames else pl.DataFrame()
+    if not rows.height:
+        return f"{_FINGERPRINT_VERSION}:0"
+    hashes = rows.hash_rows(*_ROW_HASH_SEEDS)
+    high, low = (hashes // (1 << 32)).sum(), (hashes % (1 << 32)).sum()  # 32-bit halves: no u64 sum overflows
+    return f"{_FINGERPRINT_VERSION}:{rows.height}:{(high << 32) + low:x}"
+
+
+def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> int | None:
+    """How many staged rows are identical (the eight source columns) to a row of another current file.
+
+    Only rows of other current files within the staged rows' dates are read (BRIN on invoice_date), so
+    the first load of a new month costs almost nothing extra; a file over the same days pays one join.
+    """
+    cur.execute(sql.SQL("select min(invoice_date), max(invoice_date) from {}").format(staged))
+    first, last = cur.fetchone()
+    if first is None:
+        return 0
+    cur.execute(
+        sql.SQL(
+            """
+            select count(*) from {} as new_row
+            where exists (
+                select 1
+                from bronze.retail_transactions as other
+                inner join bronze.load_ledger as other_load
+                    on other.batch_id = other_load.batch_id
+                where
+                    other.invoice_date between %s and %s
+                    and other.source_key <> %s
+                    and other_load.status = 'loaded'
+                    and other_load.superseded_by is null
+                    and other.invoice_date = new_row.invoice_date
+                    and (other.invoice_no, other.stock_code, other.description, other.quantity,
+                         other.unit_price, other.customer_id, other.country)
+                        is not distinct from
+                        (new_row.invoice_no, new_row.stock_code, new_row.description, new_row.quantity,
+                         new_row.unit_price, new_row.customer_id, new_row.country)
+            )
+            """
+        ).format(staged),
+        (first, last, key),
+    )
+    return cur.fetchone()[0]
+
+
 def load_into_bronze(
     conn: psycopg.Connection,
     source: SourceFile,
@@ -71,8 +145,11 @@ def load_into_bronze(
     """Load every sheet's rows and rejected rows, and the ledger row, in one transaction.
 
     Idempotent by content: under a lock on the content hash, a version already loaded is recorded as a
-    duplicate and nothing else is written. A new version of a key that was loaded before supersedes
-    the older load (its rows stay in bronze; ``retail_transactions_current`` leaves them out).
+    duplicate and nothing else is written. So is a file whose typed rows are exactly those of another
+    current file (``rows_fingerprint``: the same data re-exported in another format or order); a file
+    that shares only some rows loads, and the ledger counts them (``rows_overlapping``). A new version
+    of a key that was loaded before supersedes the older load (its rows stay in bronze;
+    ``retail_transactions_current`` leaves them out).
     """
     batch_id = batch_id or str(uuid.uuid4())
     clock = time.perf_counter()
@@ -84,9 +161,14 @@ def load_into_bronze(
         read_seconds=read_seconds,
     )
     staged = sql.Identifier("staged_transactions")
+    fingerprint = rows_fingerprint(sheets)
     with conn.transaction(), _cursor(conn) as cur:
-        cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (source.version,))
+        for lock in (source.version, fingerprint):
+            cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
         already = loaded_batch_of(conn, source.version)  # now under the lock: a concurrent load has committed
+        if not already and not fingerprint.endswith(":0"):
+            same_rows = current_batch_with_rows(cur, fingerprint, source.key)
+            already = same_rows[0] if same_rows else None
         if already:
             result.status, result.duplicate_of, result.sheets = Status.DUPLICATE, already, []
             result.load_seconds = round(time.perf_counter() - clock, 3)
@@ -123,8 +205,10 @@ def load_into_bronze(
             (source.key, source.version, batch_id),
         )
         result.rows_loaded = cur.rowcount
+        overlapping = _rows_overlapping(cur, staged, source.key)
         result.load_seconds = round(time.perf_counter() - clock, 3)
         insert_ledger_row(cur, source, result, started_at, run_id)
+        record_rows_fingerprint(cur, batch_id, fingerprint, overlapping)
         cur.execute(
             """
             update bronze.load_ledger set superseded_by = %s

@@ -32,14 +32,28 @@ alter table bronze.load_ledger drop constraint if exists load_ledger_status_chec
 alter table bronze.load_ledger add constraint load_ledger_status_check
     check (status in ('loaded', 'duplicate', 'rejected', 'failed'));
 
+-- Columns added after the first release: ledgers created before them gain them here.
+alter table bronze.load_ledger add column if not exists announced_at timestamptz;
+alter table bronze.load_ledger add column if not exists announced_by text;
+alter table bronze.load_ledger add column if not exists rows_fingerprint text;
+alter table bronze.load_ledger add column if not exists rows_overlapping bigint;
+
 comment on column bronze.load_ledger.source_version is 'SHA-256 of the file''s bytes: the same content is loaded once.';
 comment on column bronze.load_ledger.superseded_by is 'The later load of the same key that replaces this one in retail_transactions_current.';
+comment on column bronze.load_ledger.announced_at is 'When the load summary and the bronze Asset update went out for this load; null: not yet (the next ingest run announces it).';
+comment on column bronze.load_ledger.announced_by is 'The Airflow run that announced this load (a retry of that run announces it again).';
+comment on column bronze.load_ledger.rows_fingerprint is 'Order- and format-independent fingerprint of the typed rows: the same rows re-exported are a duplicate.';
+comment on column bronze.load_ledger.rows_overlapping is 'Rows of this load identical to a row of another current file (a partial re-export).';
 
 -- The same content is loaded at most once, whatever key it arrives under.
 create unique index if not exists load_ledger_one_load_per_version
     on bronze.load_ledger (source_version) where status = 'loaded';
 
 create index if not exists load_ledger_source_key on bronze.load_ledger (source_key);
+
+-- Finds a current load with the same rows (a re-export of a file in another format) at load time.
+create index if not exists load_ledger_rows_fingerprint
+    on bronze.load_ledger (rows_fingerprint) where status = 'loaded' and superseded_by is null;
 
 create table if not exists bronze.retail_transactions (
     invoice_no text,
@@ -65,6 +79,14 @@ comment on column bronze.retail_transactions.unit_price is 'Exact decimal as wri
 -- BRIN: near-free to maintain during COPY, and lets incremental models find new rows by loaded_at.
 create index if not exists retail_transactions_loaded_at
     on bronze.retail_transactions using brin (loaded_at);
+
+-- BRIN on batch_id and invoice_date: a load's rows are written together (and a file's days mostly in
+-- order), so block ranges are narrow; silver finds the rows of the batches it lacks, and a load finds
+-- the rows of other files on its days, in time that follows the new data, not the history.
+create index if not exists retail_transactions_batch_id
+    on bronze.retail_transactions using brin (batch_id) with (autosummarize = on);
+create index if not exists retail_transactions_invoice_date
+    on bronze.retail_transactions using brin (invoice_date) with (autosummarize = on);
 
 -- Rows whose values could not be typed, with the reason and the values as they came.
 create table if not exists bronze.rejected_rows (
@@ -93,4 +115,5 @@ comment on view bronze.retail_transactions_current is 'Rows of every key''s late
 
 grant usage on schema bronze to retail_loader;
 grant select, insert on bronze.retail_transactions, bronze.rejected_rows to retail_loader;
-grant select, insert, update (superseded_by) on bronze.load_ledger to retail_loader;
+grant select, insert, update (superseded_by, announced_at, announced_by, rows_fingerprint, rows_overlapping)
+    on bronze.load_ledger to retail_loader;

@@ -233,3 +233,156 @@ def test_failing_dbt_test_stops_dependent_models_and_alerts(
     assert not any("Transform done" in subject for subject in failed)
     exists = warehouse.execute("select to_regclass('gold.monthly_sales_summary')").fetchone()[0]
     assert exists is None  # gold was never built from the bad data
+
+
+def _typed_sheets(path: Path, key: str):
+    """A file read and typed as the ingest task does, for loads the test drives itself."""
+    from include.retail.bronze import TypedSheet
+    from include.retail.contract import type_rows
+    from include.retail.reader import read_source
+
+    contents = read_source(path, key)
+    return [TypedSheet(sheet.name, type_rows(sheet.raw, sheet.written_as)) for sheet in contents.sheets]
+
+
+def _wait_until_blocked_on_advisory_lock(warehouse, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not warehouse.execute(
+        "select exists (select 1 from pg_locks where locktype = 'advisory' and not granted)"
+    ).fetchone()[0]:
+        assert time.monotonic() < deadline, "the held load never reached its lock"
+        time.sleep(0.05)
+
+
+def test_a_load_committing_after_another_files_transform_is_transformed_next(
+    tmp_path, reset_warehouse, upload, run_ingest, run_transform, warehouse, stack
+) -> None:
+    """Issue 9 item 2: load A starts (its loaded_at is its transaction's start), waits before committing while
+    file B loads and is transformed, then commits: the next transform picks A up and reconciles."""
+    import hashlib
+    import threading
+    from datetime import UTC, datetime
+
+    import psycopg
+
+    from devstack.sample import sample_rows, write_csv
+    from include.retail.bronze import load_into_bronze
+    from include.retail.ledger import SourceFile, batches_missing_from_silver
+
+    rows = sample_rows(invoices=300)
+    middle = len(rows) // 2
+    early = write_csv(tmp_path / "early.csv", [HEADER, *rows[:middle]])
+    late = write_workbook(tmp_path / "late.xlsx", {"Online Retail": [HEADER, *rows[middle:]]})
+    reset_warehouse()
+
+    key_a = "incoming/held/early.csv"
+    version = hashlib.sha256(early.read_bytes()).hexdigest()
+    source = SourceFile(key=key_a, version=version, etag=None, size=early.stat().st_size)
+    sheets = _typed_sheets(early, key_a)
+    outcome: dict = {}
+
+    def held_load() -> None:
+        with psycopg.connect(stack.warehouse_url("retail_loader"), autocommit=True) as conn:
+            outcome["result"] = load_into_bronze(conn, source, sheets, started_at=datetime.now(UTC), run_id="held")
+
+    # The test holds the load's own lock on the content hash, so load A waits inside its transaction.
+    with psycopg.connect(stack.warehouse_url(), autocommit=True) as holder:
+        holder.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (version,))
+        loader = threading.Thread(target=held_load)
+        loader.start()
+        try:
+            _wait_until_blocked_on_advisory_lock(warehouse)
+            key_b = upload(late, "incoming/held/late.xlsx")
+            assert run_ingest(key_b).state == "success"
+            assert run_transform().state == "success"
+        finally:
+            holder.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (version,))
+            loader.join(timeout=60)
+    assert outcome["result"].status == "loaded"
+    loaded_at_a, loaded_at_b = warehouse.execute(
+        "select min(loaded_at) filter (where source_key = %s), min(loaded_at) filter (where source_key <> %s) "
+        "from bronze.retail_transactions",
+        (key_a, key_a),
+    ).fetchone()
+    assert loaded_at_a < loaded_at_b  # A started first and committed last: time alone would skip it
+    assert [batch["key"] for batch in batches_missing_from_silver(warehouse)] == [key_a]
+
+    assert run_transform().state == "success"  # reconciliation included
+    assert batches_missing_from_silver(warehouse) == []
+    silver_rows, bronze_rows = warehouse.execute(
+        "select (select sum(source_rows) + (select count(*) from silver.transactions_set_aside) "
+        "from silver.transactions), (select count(*) from bronze.retail_transactions_current)"
+    ).fetchone()
+    assert silver_rows == bronze_rows == len(rows)
+
+
+def test_a_csv_export_of_a_loaded_workbook_is_a_duplicate_and_partial_overlaps_are_counted(
+    tmp_path, reset_warehouse, upload, run_ingest, run_transform, warehouse
+) -> None:
+    """Issue 9 item 8: the same rows re-exported (CSV, other order) add nothing; a partial overlap loads, counted."""
+    from devstack.sample import sample_rows, write_csv
+
+    rows = sample_rows(invoices=120)
+    workbook = write_workbook(tmp_path / "shop.xlsx", {"Online Retail": [HEADER, *rows]})
+    export = write_csv(tmp_path / "shop_export.csv", [HEADER, *reversed(rows)])
+    extra = [[590001, "85123A", "WHITE HANGING HEART T-LIGHT HOLDER", 3, rows[-1][4], 2.55, 17850.0, "France"]]
+    overlapping = write_csv(tmp_path / "shop_plus.csv", [HEADER, *rows[:10], *extra])
+    reset_warehouse()
+
+    assert run_ingest(upload(workbook, "incoming/reexport/shop.xlsx")).state == "success"
+    assert run_transform().state == "success"
+    before = snapshot(warehouse)
+
+    again = run_ingest(upload(export, "incoming/reexport/shop_export.csv"))
+    assert again.state == "success"
+    status, duplicate_of_key = warehouse.execute(
+        "select ledger.status, original.source_key from bronze.load_ledger as ledger "
+        "join bronze.load_ledger as original on ledger.duplicate_of = original.batch_id "
+        "where ledger.airflow_run_id = %s",
+        (again.run_id,),
+    ).fetchone()
+    assert (status, duplicate_of_key) == ("duplicate", "incoming/reexport/shop.xlsx")
+    assert again.alerts == []  # nothing loaded, nothing to announce
+    assert run_transform().state == "success"
+    assert snapshot(warehouse) == before  # not counted twice
+
+    partial = run_ingest(upload(overlapping, "incoming/reexport/shop_plus.csv"))
+    assert partial.state == "success"
+    (rows_loaded, rows_overlapping), *_ = warehouse.execute(
+        "select rows_loaded, rows_overlapping from bronze.load_ledger where airflow_run_id = %s", (partial.run_id,)
+    ).fetchall()
+    assert (rows_loaded, rows_overlapping) == (11, 10)
+    (alert,) = partial.alerts
+    assert "incoming/reexport/shop_plus.csv: loaded, 11 rows" in alert["message"]
+    assert "10 of them identical to rows of another file already loaded" in alert["message"]
+
+
+def test_a_corrected_file_replaces_its_keys_lines_and_days(
+    tmp_path, reset_warehouse, upload, run_ingest, run_transform, warehouse
+) -> None:
+    """The ledger-driven rebuild handles corrections: the superseded load's lines leave silver, and the days
+    only it had leave fact_sales_daily, exactly as a clean load of the corrected file alone."""
+    from devstack.sample import sample_rows
+
+    rows = sample_rows(invoices=150)
+    first_day = rows[0][4].date()
+    corrected_rows = [row for row in rows if row[4].date() != first_day]  # the correction drops a day
+    original = write_workbook(tmp_path / "shop.xlsx", {"Online Retail": [HEADER, *rows]})
+    corrected = write_workbook(tmp_path / "shop_corrected.xlsx", {"Online Retail": [HEADER, *corrected_rows]})
+    other = write_workbook(tmp_path / "other.xlsx", {"Online Retail": [HEADER, *rows[-5:]]})
+
+    reset_warehouse()
+    assert run_ingest(upload(corrected, "incoming/fix/shop.xlsx")).state == "success"
+    assert run_ingest(upload(other, "incoming/fix/other.xlsx")).state == "success"
+    assert run_transform().state == "success"
+    clean = snapshot(warehouse)
+
+    reset_warehouse()
+    assert run_ingest(upload(original, "incoming/fix/shop.xlsx")).state == "success"
+    assert run_ingest(upload(other, "incoming/fix/other.xlsx")).state == "success"
+    assert run_transform().state == "success"
+    assert run_ingest(upload(corrected, "incoming/fix/shop.xlsx")).state == "success"
+    assert run_transform().state == "success"
+    assert snapshot(warehouse) == clean

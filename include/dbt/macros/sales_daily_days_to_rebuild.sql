@@ -1,54 +1,56 @@
 {#-
-    Incremental rebuild set of silver.fact_sales_daily, as a SQL date array: the invoice days whose
-    sales may have changed since the newest line the fact has seen (max(max_loaded_at) of the
-    model's table):
-      1. the days of silver.transactions lines loaded after that watermark (new or corrected files);
-      2. the days of the bronze rows of every load replaced by a load newer than the watermark,
-         directly or through a load that was itself replaced before this model ran (superseded_by,
-         followed recursively), so a corrected file that moves or drops a day rebuilds or clears it.
-         New loads are read from bronze, not silver, so a correction whose rows were all set aside
-         still clears the days of the load it replaced.
+    Incremental rebuild set of silver.fact_sales_daily, as a SQL date array, found from the load
+    ledger and the loads each fact row was built from (batch_ids), not from time:
+      1. the days of the sale lines of every current load (ledger status 'loaded', not superseded)
+         that no fact row was built from yet: new files, including a load that committed after a
+         later-started load had already been transformed;
+      2. the days of every fact row built from a load that a newer load of the same key superseded,
+         so a corrected file that moves or drops a day rebuilds or clears it.
+    Both are probes of this table's GIN index on batch_ids per ledger row, and of silver.transactions'
+    (source_key, batch_id) index per new load: the cost follows the number of files and the new lines.
 
     Computed with run_query when the model is rendered, so the model and its pre-hook work on the
     same days, the planner sees real dates (index scans, not a guess), and the compiled SQL shows
     which days a run rebuilt.
 -#}
 {% macro sales_daily_days_to_rebuild() -%}
-    {%- set watermark = incremental_watermark('max_loaded_at') -%}
     {%- set query -%}
-        with recursive
+        with
 
-        new_loads as (
-            select distinct batch_id
-            from {{ source('bronze', 'retail_transactions_current') }}
-            where loaded_at > {{ watermark }}
+        unseen_loads as (
+            select ledger.batch_id, ledger.source_key
+            from {{ source('bronze', 'load_ledger') }} as ledger
+            where
+                ledger.status = 'loaded'
+                and ledger.superseded_by is null
+                and not exists (
+                    select 1 from {{ this }} as built
+                    where built.batch_ids @> array[ledger.batch_id]
+                )
         ),
 
         replaced_loads as (
-            select ledger.batch_id
+            select coalesce(array_agg(ledger.batch_id), '{}') as batch_ids
             from {{ source('bronze', 'load_ledger') }} as ledger
-            where ledger.superseded_by in (select new_loads.batch_id from new_loads)
-
-            union
-
-            select ledger.batch_id
-            from {{ source('bronze', 'load_ledger') }} as ledger
-            inner join replaced_loads
-                on ledger.superseded_by = replaced_loads.batch_id
+            where
+                ledger.status = 'loaded'
+                and ledger.superseded_by is not null
         ),
 
         days as (
             select new_lines.invoice_date
             from {{ ref('transactions') }} as new_lines
-            where new_lines.loaded_at > {{ watermark }}
+            inner join unseen_loads
+                on
+                    new_lines.source_key = unseen_loads.source_key
+                    and new_lines.batch_id = unseen_loads.batch_id
+            where new_lines.line_type = 'sale'
 
             union
 
-            select replaced_rows.invoice_date::date as invoice_date
-            from {{ source('bronze', 'retail_transactions') }} as replaced_rows
-            where
-                replaced_rows.batch_id in (select replaced_loads.batch_id from replaced_loads)
-                and replaced_rows.invoice_date is not null
+            select built.invoice_date
+            from {{ this }} as built
+            where built.batch_ids && (select replaced_loads.batch_ids from replaced_loads)
         )
 
         select days.invoice_date::text as invoice_date
@@ -56,7 +58,7 @@
         order by days.invoice_date
     {%- endset -%}
     {#- the query is rendered even when not executing, so that dbt records its ref() and source() -#}
-    {%- if not execute -%}
+    {%- if not execute or not is_incremental() -%}
         {{- return(sql_array([], 'date')) -}}
     {%- endif -%}
     {{- return(sql_array(run_query(query).columns[0].values(), 'date')) -}}

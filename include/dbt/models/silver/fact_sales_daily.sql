@@ -3,9 +3,10 @@
         materialized='incremental',
         incremental_strategy='delete+insert',
         unique_key='invoice_date',
+        on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['invoice_date']},
-            {'columns': ['max_loaded_at']},
+            {'columns': ['batch_ids'], 'type': 'gin'},
         ],
         pre_hook="
             {% if is_incremental() %}
@@ -17,10 +18,10 @@
 }}
 
 {#-
-    Incremental: only the days touched since the newest line this table has seen (max(max_loaded_at))
-    are rebuilt, from all their sale lines; see macros/sales_daily_days_to_rebuild.sql. delete+insert
-    on invoice_date replaces those days; the pre-hook also clears a day left without any sale (a
-    corrected file that drops it), which delete+insert alone could not see.
+    Incremental: only the days of loads no row was built from yet, and of rows built from loads since
+    superseded, are rebuilt, from all their sale lines; see macros/sales_daily_days_to_rebuild.sql.
+    delete+insert on invoice_date replaces those days; the pre-hook also clears a day left without any
+    sale (a corrected file that drops it), which delete+insert alone could not see.
 -#}
 
 with
@@ -49,7 +50,8 @@ final as (
         count(distinct customer_id) as customers,
         count(*) as lines,
         sum(source_rows) as sale_lines_source_rows,
-        max(loaded_at) as max_loaded_at
+        max(loaded_at) as max_loaded_at,
+        array_agg(distinct batch_id order by batch_id) as batch_ids
 
     from sale_lines
     group by invoice_date, stock_code, country

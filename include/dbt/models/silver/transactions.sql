@@ -5,7 +5,6 @@
         unique_key='source_key',
         indexes=[
             {'columns': ['source_key', 'batch_id']},
-            {'columns': ['loaded_at']},
             {'columns': ['invoice_date']},
         ],
         pre_hook="
@@ -18,10 +17,11 @@
 }}
 
 {#-
-    Incremental: only the source keys with a bronze row loaded after max(loaded_at) of this table are
-    rebuilt, from all their current rows. delete+insert on source_key replaces those keys; the pre-hook
-    also clears a key whose new load produced no line at all (every row set aside), which delete+insert
-    alone could not see.
+    Incremental: only the source keys whose current load this table does not hold yet (or whose
+    superseded load it still holds) are rebuilt, from all their current rows; the ledger says which
+    (macros/transactions_source_keys_to_rebuild.sql), so a load that commits late is never skipped.
+    delete+insert on source_key replaces those keys; the pre-hook also clears a key whose new load
+    produced no line at all (every row set aside), which delete+insert alone could not see.
 -#}
 
 with
@@ -31,7 +31,7 @@ source as (
     select * from {{ source('bronze', 'retail_transactions_current') }}
 
     {% if is_incremental() %}
-    where source_key = any({{ transactions_source_keys_to_rebuild() }})
+    where batch_id = any({{ transactions_batches_to_rebuild() }})
     {% endif %}
 
 ),
