@@ -12,6 +12,10 @@ Waits (deferred, in the triggerer) for files under `incoming/` of the bucket nam
 4. move the object to `processed/`, or, when the file breaks the contract, to `quarantine/` with a
    `.report.json` beside it (nothing is loaded and the task fails without retrying).
 
+A fault of the platform (the warehouse or S3 unreachable) is retried with backoff; after the last try
+the file is recorded `failed` in the ledger, alerted once, and left in `incoming/`: this DAG does not
+take it again until its content changes (a new upload); trigger `retail_ingest_file` to retry it now.
+
 The warehouse schema and roles are applied (idempotently) while the sensor waits. The same content is
 loaded once (the ledger keys it by SHA-256); a corrected file under a loaded key supersedes the earlier
 load, whose rows stay in bronze. A run that loads anything updates the `retail_bronze_transactions` Asset
@@ -52,6 +56,7 @@ def retail_ingest():
         bucket_key=config.INCOMING_PREFIX + "*",
         wildcard_match=True,
         check_fn=tasks.wants_loading,
+        metadata_keys=["Key", "ETag"],  # the check leaves alone failed files whose content has not changed
         deferrable=True,
         # One LIST of incoming/ every 5 s from the triggerer: about 17,000 requests ($0.09) a day on S3,
         # for uploads picked up within seconds (the end-to-end target is a minute).

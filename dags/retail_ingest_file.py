@@ -9,7 +9,8 @@ contract check, COPY into bronze with the ledger, then `processed/` or `quaranti
 It exists beside `retail_ingest` because that DAG runs `@continuous` with one active run, always waiting:
 a manual run there would queue behind the wait. Runs here start at once. If the waiting DAG takes the
 same file first, this run's load is skipped as already handled; a key that does not exist fails at once,
-naming it.
+naming it. A file the ledger records `failed` (the platform's fault after its last try, which
+`retail_ingest` leaves alone) is taken again here.
 """
 
 from __future__ import annotations

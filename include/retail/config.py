@@ -18,6 +18,9 @@ BUCKET_VARIABLE = "retail_bucket"
 ALERTS_TOPIC_VARIABLE = "retail_alerts_topic_arn"
 MAX_REJECTED_FRACTION_VARIABLE = "retail_max_rejected_fraction"
 DEFAULT_MAX_REJECTED_FRACTION = 0.01  # a file with more than 1% untypeable rows is rejected whole
+# The reader's limits (include/retail/sandboxed_read.py, ReadLimits: each field documents its default):
+# the Variable ``retail_read_limit_<field>`` overrides field <field>, e.g. retail_read_limit_max_memory_mb.
+READ_LIMIT_VARIABLE_PREFIX = "retail_read_limit_"
 
 # The bucket's layout.
 INCOMING_PREFIX = "incoming/"
@@ -27,3 +30,5 @@ REPORT_SUFFIX = ".report.json"
 
 # Alerts.
 ALERT_SUBJECT_PREFIX = "[retail]"
+# A failure alert SNS does not take is tried again after each of these pauses (seconds), then logged whole.
+ALERT_RETRY_DELAYS = (2, 4, 8, 16, 32)

@@ -16,8 +16,10 @@ from include.retail import tasks
 from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
 
-# Transient faults (a database restart, S3 throttling) are retried with backoff; bad input is not retried
-# (AirflowFailException). Every failed task publishes an alert.
+# Faults of the platform (a database restart, S3 unreachable or throttling) are retried with backoff; after
+# the last try ingest_file records the file `failed` (include/retail/tasks.py). The file's faults are not
+# retried (AirflowFailException). Every failed task publishes one alert (on_failure_callback runs on the
+# final failure only, not per retry). Tests shorten the delays by patching the tasks, not through a setting.
 INGEST_DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 2,
@@ -43,7 +45,9 @@ def ingest_file(key: str, run_id: str | None = None) -> dict:
     return tasks.ingest_file(key, run_id)
 
 
-@task(trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS, outlets=[BRONZE_TRANSACTIONS])
+# ALL_DONE: it also runs when this run's loads were skipped or failed, to announce batches an earlier,
+# interrupted run committed but never announced (it skips itself when there is nothing to announce).
+@task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BRONZE_TRANSACTIONS])
 def announce_loads(run_id: str | None = None) -> dict:
     return tasks.announce_loads(run_id)
 

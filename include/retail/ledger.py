@@ -144,3 +144,165 @@ def ledger_rows_of_run(conn: psycopg.Connection, run_id: str) -> list[dict]:
             (run_id,),
         )
         return list(cur.fetchall())
+
+
+def failed_files(conn: psycopg.Connection) -> list[dict]:
+    """Files whose latest ledger row is ``failed`` (the platform's fault after the last try): key, etag,
+    error, finished_at. They wait in incoming/ for someone to look; a later load or rejection clears them."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            select key, etag, error, finished_at
+            from (
+                select distinct on (source_key)
+                    source_key as key, source_etag as etag, error, finished_at, status
+                from bronze.load_ledger
+                where source_key in (select source_key from bronze.load_ledger where status = 'failed')
+                order by source_key, finished_at desc
+            ) as latest
+            where status = 'failed'
+            order by finished_at
+            """
+        )
+        return list(cur.fetchall())
+
+
+def failed_etags(conn: psycopg.Connection) -> dict[str, str]:
+    """Key -> ETag of the failed files the waiting DAG leaves alone: a new upload (a new ETag) is taken again."""
+    return {file["key"]: file["etag"] for file in failed_files(conn) if file["etag"]}
+
+
+_PENDING_ANNOUNCEMENT = """
+    select
+        ledger.source_key as key,
+        ledger.batch_id::text as batch_id,
+        ledger.rows_loaded,
+        ledger.rows_rejected,
+        ledger.rows_overlapping,
+        ledger.airflow_run_id,
+        ledger.finished_at
+    from bronze.load_ledger as ledger
+    where
+        ledger.status = 'loaded'
+        and ledger.superseded_by is null
+        and {condition}
+    order by ledger.finished_at, ledger.source_key
+"""
+
+
+def unannounced_batches(conn: psycopg.Connection) -> list[dict]:
+    """Current loaded batches whose summary and bronze Asset update never went out, oldest first.
+
+    A crash between the bronze commit and the announcement (the process killed, S3 or SNS gone) leaves
+    them here; the next ingest run announces them, whatever it loads itself. A batch superseded before
+    it was announced is left out: the load that replaced it is announced instead.
+    """
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_PENDING_ANNOUNCEMENT.format(condition="ledger.announced_at is null"))
+        return list(cur.fetchall())
+
+
+def batches_announced_by(conn: psycopg.Connection, run_id: str) -> list[dict]:
+    """Current loaded batches that ``run_id`` marked announced: a retry of that run announces them again,
+    because a task killed after marking them but before Airflow recorded its Asset event emitted none."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(_PENDING_ANNOUNCEMENT.format(condition="ledger.announced_by = %s"), (run_id,))
+        return list(cur.fetchall())
+
+
+def mark_announced(conn: psycopg.Connection, batch_ids: list[str], *, run_id: str | None = None) -> None:
+    """Record that the summary of these batches was published and their Asset update is being emitted."""
+    if not batch_ids:
+        return
+    with conn.transaction(), _cursor(conn) as cur:
+        cur.execute(
+            """
+            update bronze.load_ledger
+            set announced_at = clock_timestamp(), announced_by = %s
+            where batch_id = any(%s::uuid[]) and (announced_at is null or announced_by is not distinct from %s)
+            """,
+            (run_id, batch_ids, run_id),
+        )
+
+
+def batches_missing_from_silver(conn: psycopg.Connection) -> list[dict]:
+    """Current loaded batches that silver does not hold yet (key, batch_id, rows_loaded, finished_at).
+
+    A batch is held when silver.transactions or silver.transactions_set_aside has a row of it; a batch
+    of no rows needs nothing. Before silver exists every current loaded batch is missing. Needs read
+    access to bronze's ledger and to silver (the transformer's or the owner's connection).
+    """
+    with _cursor(conn) as cur:
+        cur.execute("select to_regclass('silver.transactions'), to_regclass('silver.transactions_set_aside')")
+        transactions, set_aside = cur.fetchone()
+    held = [
+        f"exists (select 1 from silver.{table} as held where held.source_key = ledger.source_key"
+        " and held.batch_id = ledger.batch_id)"
+        for table, exists in (("transactions", transactions), ("transactions_set_aside", set_aside))
+        if exists is not None
+    ]
+    not_held = f"and not ({' or '.join(held)})" if held else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            f"""
+            select ledger.source_key as key, ledger.batch_id::text as batch_id, ledger.rows_loaded,
+                   ledger.finished_at
+            from bronze.load_ledger as ledger
+            where ledger.status = 'loaded' and ledger.superseded_by is null and ledger.rows_loaded > 0
+                {not_held}
+            order by ledger.finished_at, ledger.source_key
+            """
+        )
+        return list(cur.fetchall())
+
+
+def current_batch_with_rows(cur: psycopg.Cursor, fingerprint: str, key: str) -> tuple[str, str] | None:
+    """A current load of another key whose typed rows are exactly these (batch id, key): a re-export."""
+    cur.execute(
+        """
+        select batch_id::text, source_key from bronze.load_ledger
+        where rows_fingerprint = %s and status = 'loaded' and superseded_by is null and source_key <> %s
+        order by finished_at
+        limit 1
+        """,
+        (fingerprint, key),
+    )
+    row = cur.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def record_rows_fingerprint(cur: psycopg.Cursor, batch_id: str, fingerprint: str, overlapping: int | None) -> None:
+    """Store a load's row fingerprint and overlap with other files, inside its load transaction."""
+    cur.execute(
+        "update bronze.load_ledger set rows_fingerprint = %s, rows_overlapping = %s where batch_id = %s",
+        (fingerprint, overlapping, batch_id),
+    )
+
+
+def load_details(conn: psycopg.Connection, batch_ids: list[str]) -> dict[str, dict]:
+    """For the summary: per batch, the rows overlapping other files and the key of the load it duplicates."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            select ledger.batch_id::text as batch_id, ledger.rows_overlapping, original.source_key as duplicate_of_key
+            from bronze.load_ledger as ledger
+            left join bronze.load_ledger as original on ledger.duplicate_of = original.batch_id
+            where ledger.batch_id = any(%s::uuid[])
+            """,
+            (batch_ids,),
+        )
+        return {row.pop("batch_id"): row for row in cur.fetchall()}
+
+
+def rejected_in_run(conn: psycopg.Connection, key: str, version: str, run_id: str | None) -> bool:
+    """Whether this run already recorded this content of ``key`` rejected: a retry after the quarantine
+    itself failed (S3 down) finishes the quarantine without a second ledger row."""
+    if run_id is None:
+        return False
+    with _cursor(conn) as cur:
+        cur.execute(
+            "select 1 from bronze.load_ledger where source_key = %s and source_version = %s "
+            "and status = 'rejected' and airflow_run_id = %s",
+            (key, version, run_id),
+        )
+        return cur.fetchone() is not None

@@ -102,7 +102,8 @@ def test_file_breaking_the_contract_is_quarantined_whole_with_a_report_and_an_al
     assert report["file"] == key
     assert report["reason"] == error
     (alert,) = run.alerts
-    assert alert["subject"] == "[retail] FAILED retail_ingest_file.ingest_file [0]"
+    assert alert["subject"] == f"[retail] FAILED retail_ingest_file.ingest_file: {key}"
+    assert f"File:   {key}" in alert["message"]
     assert f"Error:  {key}: {error}" in alert["message"]
     assert "Try:    1 of 3" in alert["message"]  # bad input is final: no retry
     log_path = f"/dags/retail_ingest_file/runs/{quote(run.run_id)}/tasks/ingest_file/mapped/0?try_number=1"
@@ -272,7 +273,7 @@ def test_two_runs_taking_the_same_file_at_once_load_it_once_and_the_second_skips
     for run in runs:
         run.join()
 
-    assert sorted(type(outcome).__name__ for outcome in outcomes.values()) == ["AlreadyHandled", "str"], outcomes
+    assert sorted(type(outcome).__name__ for outcome in outcomes.values()) == ["AlreadyHandled", "Status"], outcomes
     assert "loaded" in outcomes.values()
     ledger = warehouse.execute("select status from bronze.load_ledger where source_key = %s", (key,)).fetchall()
     assert ledger == [("loaded",)]

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk import DAG
 
-from include.retail.alerts import SUBJECT_MAX_CHARS, failure_notifier, load_summary, subject_line
+from include.retail import alerts, config
+from include.retail.alerts import SUBJECT_MAX_CHARS, failure_alert, load_summary, publish_with_retries, subject_line
 
 
 def test_subject_line_is_one_line_within_the_sns_limit() -> None:
@@ -14,29 +15,43 @@ def test_subject_line_is_one_line_within_the_sns_limit() -> None:
     assert len(subject) <= SUBJECT_MAX_CHARS < 100
     assert subject.endswith("…")
     assert subject_line("short") == "short"
+    assert subject_line("a\x00b\x1fc") == "a b c"  # SNS refuses control characters
 
 
-def render_failure(dag_id: str, task_id: str, map_index: int) -> tuple[str, str]:
-    notifier = failure_notifier()
+class FakeTaskInstance(SimpleNamespace):
+    """What the callback reads of the task instance; XComs as Cosmos's producer leaves them."""
+
+    def xcom_pull(self, task_ids: str, key: str):
+        return self.xcoms.get(key)
+
+
+def render_failure(
+    dag_id: str, task_id: str, map_index: int, rendered_map_index: str | None = None, xcoms: dict | None = None
+) -> tuple[str, str]:
     context = {
         "dag": DAG(dag_id, schedule=None),
         "task": SimpleNamespace(retries=2),
-        "ti": SimpleNamespace(task_id=task_id, map_index=map_index, try_number=3, log_url="http://airflow/log"),
+        "ti": FakeTaskInstance(
+            task_id=task_id,
+            map_index=map_index,
+            rendered_map_index=rendered_map_index,
+            try_number=3,
+            log_url="http://airflow/log",
+            xcoms=xcoms or {},
+        ),
         "run_id": "manual__2026-11-22",
         "exception": ValueError("incoming/bad.xlsx: missing required column(s): CustomerID"),
-        "var": {"value": SimpleNamespace(retail_alerts_topic_arn="arn:aws:sns:eu-west-1:123456789012:retail-alerts")},
     }
-    notifier.render_template_fields(context)
-    assert notifier.target_arn == "arn:aws:sns:eu-west-1:123456789012:retail-alerts"
-    return notifier.subject, notifier.message
+    return failure_alert(context)
 
 
-def test_failure_alert_names_dag_task_try_error_and_log() -> None:
-    subject, message = render_failure("retail_ingest", "ingest_file", 0)
-    assert subject == "[retail] FAILED retail_ingest.ingest_file [0]"
+def test_failure_alert_names_dag_task_file_try_error_and_log() -> None:
+    subject, message = render_failure("retail_ingest", "ingest_file", 0, rendered_map_index="incoming/bad.xlsx")
+    assert subject == "[retail] FAILED retail_ingest.ingest_file: incoming/bad.xlsx"
     for expected in (
         "DAG:    retail_ingest",
         "Task:   ingest_file (map index 0)",
+        "File:   incoming/bad.xlsx",
         "Try:    3 of 3",
         "Error:  incoming/bad.xlsx: missing required column(s): CustomerID",
         "Log:    http://airflow/log",
@@ -44,11 +59,60 @@ def test_failure_alert_names_dag_task_try_error_and_log() -> None:
         assert expected in message
 
 
+def test_failure_alert_of_an_unnamed_mapped_task_falls_back_to_its_index() -> None:
+    subject, _ = render_failure("retail_ingest", "ingest_file", 4)
+    assert subject == "[retail] FAILED retail_ingest.ingest_file [4]"
+
+
 @pytest.mark.parametrize("length", [50, 200, 250])
 def test_failure_subject_stays_within_the_limit_for_long_names(length: int) -> None:
     subject, _ = render_failure("d" * length, "t" * length, -1)
     assert len(subject) <= SUBJECT_MAX_CHARS
     assert "[" not in subject.removeprefix("[retail]")
+
+
+def test_failure_of_the_dbt_build_names_the_failed_models_and_tests() -> None:
+    """Cosmos's producer fails with "dbt command failed": the alert reads which nodes dbt failed."""
+    xcoms = {  # as Cosmos's producer leaves them in subprocess mode
+        "model__retail__transactions_status": {"status": "success", "outlet_uris": []},
+        "model__retail__transactions_dbt_event": {"status": "success", "msg": None},
+        "model__retail__fact_sales_daily_status": {"status": "error", "outlet_uris": []},
+        "model__retail__fact_sales_daily_dbt_event": {"status": None, "msg": "Database Error: division by zero"},
+        "model__retail__dim_date_status": {"status": "failed", "outlet_uris": []},  # skipped for an upstream error
+        "test__retail__reconcile_revenue_gold_silver_bronze_dbt_event": {"status": "fail", "msg": "Got 3 results"},
+    }
+    subject, message = render_failure("retail_transform", "dbt.dbt_producer_watcher", -1, xcoms=xcoms)
+    assert subject.startswith("[retail] FAILED retail_transform dbt: model fact_sales_daily")
+    assert "- model fact_sales_daily: error: Database Error: division by zero" in message
+    assert "- test reconcile_revenue_gold_silver_bronze: fail: Got 3 results" in message
+    assert "model transactions" not in message
+    assert "dim_date" not in message
+
+
+def test_an_alert_sns_refuses_is_retried_then_logged_whole(monkeypatch, caplog) -> None:
+    calls = []
+
+    def down(topic_arn, subject, message):
+        calls.append(subject)
+        raise ConnectionError("sns endpoint down")
+
+    monkeypatch.setattr(alerts, "publish", down)
+    monkeypatch.setattr(config, "ALERT_RETRY_DELAYS", (0, 0.01))
+    assert publish_with_retries("arn:topic", "[retail] FAILED x", "the body") is None
+    assert len(calls) == 3
+    assert "could not be sent" in caplog.text
+    assert "the body" in caplog.text
+
+    answers = iter([ConnectionError("down"), "message-id"])
+
+    def flaky(topic_arn, subject, message):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(alerts, "publish", flaky)
+    assert publish_with_retries("arn:topic", "s", "m") == "message-id"
 
 
 def test_load_summary_counts_loaded_rows_and_lists_every_file() -> None:
@@ -76,3 +140,39 @@ def test_load_summary_counts_loaded_rows_and_lists_every_file() -> None:
     assert "incoming/a.xlsx: loaded, 541,909 rows in 6.5 s, 2 rows rejected" in message
     assert "incoming/b.csv: duplicate" in message
     assert "incoming/c.xlsx: rejected and quarantined: missing required column(s): Quantity" in message
+
+
+def test_load_summary_announces_loads_that_earlier_runs_left_unannounced() -> None:
+    """Issue 9 item 1: a run that only found a duplicate still announces the batch a killed run loaded."""
+    results = [{"key": "incoming/a.xlsx", "status": "duplicate", "rows_loaded": 0, "rows_rejected": 0}]
+    earlier = [{"key": "incoming/a.xlsx", "batch_id": "b-1", "rows_loaded": 1200}]
+    subject, message = load_summary(results, run_id="run-2", earlier=earlier)
+    assert subject == "[retail] Loaded 1 file, 1,200 rows into bronze"
+    assert "Run run-2 loaded 0 rows from 0 file(s) into bronze." in message
+    assert "now sent to silver:\n- incoming/a.xlsx: loaded, 1,200 rows (batch b-1)" in message
+
+
+def test_load_summary_names_the_file_a_reexport_duplicates_and_counts_overlapping_rows() -> None:
+    """Issue 9 item 8: the same rows in another format are a duplicate of that file; a partial overlap is counted."""
+    results = [
+        {
+            "key": "incoming/shop.csv",
+            "status": "duplicate",
+            "rows_loaded": 0,
+            "rows_rejected": 0,
+            "duplicate_of_key": "incoming/shop.xlsx",
+        },
+        {
+            "key": "incoming/shop_plus.csv",
+            "status": "loaded",
+            "rows_loaded": 11,
+            "rows_rejected": 0,
+            "rows_overlapping": 10,
+            "read_seconds": 0.1,
+            "load_seconds": 0.1,
+        },
+    ]
+    subject, message = load_summary(results, run_id="run-3")
+    assert subject == "[retail] Loaded 1 file, 11 rows into bronze"
+    assert "incoming/shop.csv: duplicate (the same rows as incoming/shop.xlsx, already loaded" in message
+    assert "incoming/shop_plus.csv: loaded, 11 rows in 0.2 s, 10 of them identical to rows of another file" in message
