@@ -1,4 +1,4 @@
-"""Command line of the embedded stack: ``python -m devstack {up,down,status,env,warehouse-url,upload,demo}``.
+"""Command line of the embedded stack: ``python -m devstack {up,down,status,health,env,warehouse-url,upload,demo}``.
 
 The Makefile calls these; they can be called directly from the project's virtualenv too.
 """
@@ -7,16 +7,51 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import signal
+import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from devstack import sample
 from devstack.postgres import PostgresNotAvailable
-from devstack.stack import ADMIN_USER, BUCKET, Stack
+from devstack.stack import ADMIN_USER, BUCKET, OWNER_ROLE, Stack
+from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
+
+# What a part of the stack being down or dying looks like to the CLI: reported in one line, not a traceback.
+STACK_ERRORS = (
+    psycopg.Error,
+    BotoCoreError,
+    ClientError,
+    S3UploadFailedError,
+    subprocess.CalledProcessError,
+    RuntimeError,  # the stack's own "did not start; see <log>"
+)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def stack_fault(stack: Stack, error: BaseException) -> str:
+    """Which part of the stack failed, and what to do, in one line."""
+    if isinstance(error, subprocess.CalledProcessError) and "pg_ctl" in str(error.cmd):
+        return (
+            f"PostgreSQL did not start on 127.0.0.1:{stack.state.postgres_port}; see {stack.postgres.log_file}. "
+            "Try `make down` then the command again."
+        )
+    if isinstance(error, psycopg.Error):
+        where = f"PostgreSQL (127.0.0.1:{stack.state.postgres_port})"
+    elif isinstance(error, (BotoCoreError, ClientError, S3UploadFailedError)):
+        where = f"S3/SNS (moto, {stack.moto_url})"
+    else:
+        where = "the embedded stack"
+    return f"{where} is not answering: {_one_line(error)[:300]}. Try `make down` then the command again."
 
 
 def upload(stack: Stack, path: Path) -> str:
@@ -30,12 +65,31 @@ def _layer_rows(stack: Stack) -> dict[str, int]:
     from include.retail.dbt_project import DBT_MANIFEST
     from include.retail.transform import DbtProject, layer_counts
 
-    with psycopg.connect(stack.warehouse_url()) as conn:
+    with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
         return layer_counts(conn, DbtProject.from_manifest(DBT_MANIFEST))
 
 
+def _forget_queued_transform(stack: Stack) -> None:
+    """Drop the bronze Asset events the demo's ingest queued for retail_transform.
+
+    ``airflow dags test`` records the Asset event of its ``announce_loads`` like any run, so retail_transform
+    is queued in Airflow's metadata DB; the demo then runs the transform itself. Left queued, the event
+    started a second transform at the next ``make up``, with nothing new to build.
+    """
+    import sqlite3
+
+    if stack.airflow_db.exists():
+        with sqlite3.connect(stack.airflow_db, timeout=30) as db:
+            db.execute("delete from asset_dag_run_queue where target_dag_id = 'retail_transform'")
+
+
 def demo(stack: Stack, workbook: Path | None) -> int:
-    """Upload a workbook, run ingest then transform with ``airflow dags test``, print what happened."""
+    """Upload a workbook, run ingest then transform with ``airflow dags test``, print what happened.
+
+    Ctrl-C or SIGTERM stops the running ``airflow dags test`` and marks its run failed: left `running`, it
+    would stall the waiting ingest DAG of the next ``make up``. A part of the stack that is down or dies
+    ends the demo with its summary so far and one line saying which.
+    """
     if stack.airflow_running():
         # The running scheduler's waiting sensor would take the file from under `airflow dags test`.
         print(
@@ -44,61 +98,112 @@ def demo(stack: Stack, workbook: Path | None) -> int:
             file=sys.stderr,
         )
         return 2
-    stack.up()
     path = workbook.resolve() if workbook else sample.sample_workbook(stack.home / "samples")
     if not path.is_file():
         print(f"demo: {path} is not a file", file=sys.stderr)
         return 2
+    started_at = datetime.now(UTC)
+    summary = DemoSummary(path=path)
+    try:
+        return _run_demo(stack, path, summary)
+    except KeyboardInterrupt:
+        summary.print()
+        failed = fail_orphaned_runs(stack.airflow_db, since=started_at - timedelta(seconds=1), grace=timedelta(0))
+        runs = ", ".join(f"{run.dag_id} {run.run_id}" for run in failed)
+        print(
+            f"demo: interrupted; {f'marked its run failed ({runs})' if failed else 'no run was left running'}.",
+            file=sys.stderr,
+        )
+        return 130
+    except STACK_ERRORS as error:
+        summary.print()
+        print(f"demo: the pipeline did not complete: {stack_fault(stack, error)}", file=sys.stderr)
+        return 1
+
+
+class DemoSummary:
+    """What the demo found out so far: printed at the end, however it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.key: str | None = None
+        self.exit_code: int | None = None
+        self.ledger: tuple | None = None
+        self.ingest_seconds: float | None = None
+        self.transform_code: int | None = None
+        self.transform_seconds = 0.0
+        self.layers: dict[str, int] = {}
+        self.alerts: list[dict] | None = None
+        self.printed = False
+
+    def print(self) -> None:
+        if self.printed:
+            return
+        self.printed = True
+        print()
+        print(f"  file           {self.path.name}" + (f"  (s3://{BUCKET}/{self.key})" if self.key else ""))
+        if self.key is None:
+            print("  status         not uploaded")
+        elif self.ledger is None:
+            if self.ingest_seconds is None:
+                print("  status         the ingest run did not finish")
+            else:
+                print(f"  status         the run failed before loading anything (exit code {self.exit_code})")
+        else:
+            status, rows_loaded, rows_rejected, error, duplicate_of = self.ledger
+            print(f"  status         {status}" + (f" (same content as batch {duplicate_of})" if duplicate_of else ""))
+            print(f"  rows loaded    {rows_loaded:,}")
+            print(f"  rows rejected  {rows_rejected:,}")
+            if error:
+                print(f"  reason         {error}")
+                print(f"  report         s3://{BUCKET}/quarantine/{self.path.name}.report.json")
+        if self.ingest_seconds is not None:
+            transform = f" + {self.transform_seconds:.1f} transform" if self.transform_code is not None else ""
+            print(f"  seconds        {self.ingest_seconds:.1f} ingest{transform}")
+        if self.transform_code is not None:
+            print(f"  transform      {'success' if self.transform_code == 0 else 'FAILED'}")
+            for table, rows in self.layers.items():
+                print(f"    {table:36} {rows:>10,} rows")
+        if self.alerts is not None:
+            alerts = "".join(f"\n                 - {alert['subject']}" for alert in self.alerts)
+            print(f"  alerts sent    {len(self.alerts)}{alerts}")
+        print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
+        print()
+
+
+def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
+    stack.up()
     stack.read_alerts()  # count only this run's alerts
-    key = upload(stack, path)
+    summary.key = upload(stack, path)
     logs = stack.home / "logs"
     logs.mkdir(exist_ok=True)
     log = logs / f"demo-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     # The waiting DAG, as the running services would run it: its sensor finds the upload at the first look.
-    print(f"Uploaded {path} to s3://{BUCKET}/{key}; running retail_ingest (log: {log}) ...", flush=True)
-    exit_code = stack.run_airflow(["dags", "test", "retail_ingest"], log=log)
-    ingest_seconds = time.perf_counter() - clock
-    with psycopg.connect(stack.warehouse_url()) as conn:
-        ledger = conn.execute(
+    print(f"Uploaded {path} to s3://{BUCKET}/{summary.key}; running retail_ingest (log: {log}) ...", flush=True)
+    summary.exit_code = stack.run_airflow(["dags", "test", "retail_ingest"], log=log)
+    summary.ingest_seconds = time.perf_counter() - clock
+    with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
+        summary.ledger = conn.execute(
             """
             select status, rows_loaded, rows_rejected, error, duplicate_of
             from bronze.load_ledger where source_key = %s and started_at >= %s
             order by finished_at desc limit 1
             """,
-            (key, started_at),
+            (summary.key, started_at),
         ).fetchone()
-    loaded = ledger is not None and ledger[0] == "loaded" and not exit_code
-    transform_code, transform_seconds = None, 0.0
+    loaded = summary.ledger is not None and summary.ledger[0] == "loaded" and not summary.exit_code
     if loaded:
         print("Loaded; running retail_transform (dbt through Cosmos) ...", flush=True)
         clock = time.perf_counter()
-        transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
-        transform_seconds = time.perf_counter() - clock
-    alerts = stack.read_alerts()
-
-    print()
-    print(f"  file           {path.name}  (s3://{BUCKET}/{key})")
-    if ledger is None:
-        print(f"  status         the run failed before loading anything (exit code {exit_code})")
-    else:
-        status, rows_loaded, rows_rejected, error, duplicate_of = ledger
-        print(f"  status         {status}" + (f" (same content as batch {duplicate_of})" if duplicate_of else ""))
-        print(f"  rows loaded    {rows_loaded:,}")
-        print(f"  rows rejected  {rows_rejected:,}")
-        if error:
-            print(f"  reason         {error}")
-            print(f"  report         s3://{BUCKET}/quarantine/{path.name}.report.json")
-    print(f"  seconds        {ingest_seconds:.1f} ingest" + (f" + {transform_seconds:.1f} transform" if loaded else ""))
-    if transform_code is not None:
-        print(f"  transform      {'success' if transform_code == 0 else 'FAILED'}")
-        for table, rows in _layer_rows(stack).items():
-            print(f"    {table:36} {rows:>10,} rows")
-    print(f"  alerts sent    {len(alerts)}" + "".join(f"\n                 - {alert['subject']}" for alert in alerts))
-    print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
-    print()
-    if ledger is None or ledger[0] == "rejected" or exit_code or transform_code:
+        summary.transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
+        summary.transform_seconds = time.perf_counter() - clock
+        _forget_queued_transform(stack)
+        summary.layers = _layer_rows(stack)
+    summary.alerts = stack.read_alerts()
+    summary.print()
+    if summary.ledger is None or summary.ledger[0] == "rejected" or summary.exit_code or summary.transform_code:
         print(f"demo: the pipeline did not complete; see {log}", file=sys.stderr)
         return 1
     return 0
@@ -133,9 +238,10 @@ def health(stack: Stack) -> int:
             api.close()
 
     results = [
-        *checks.check_warehouse(lambda: psycopg.connect(stack.warehouse_url(), connect_timeout=5), now),
+        *checks.check_warehouse(lambda: psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5), now),
         *checks.check_bucket(stack.boto3_client("s3"), BUCKET, now),
         checks.check_failed_runs(failed_runs, now),
+        checks.check_stale_runs(lambda: [run.describe() for run in orphaned_runs(stack.airflow_db)]),
     ]
     text, code = checks.report(results)
     print(text)
@@ -152,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="say what is running")
     commands.add_parser("env", help="print the stack's Airflow settings as shell exports")
     url = commands.add_parser("warehouse-url", help="print a libpq URL of the warehouse")
-    url.add_argument("--role", default="postgres", choices=["postgres", "retail_loader", "retail_transformer"])
+    url.add_argument(
+        "--role", default=OWNER_ROLE, choices=[OWNER_ROLE, "retail_loader", "retail_transformer", "postgres"]
+    )
     up_load = commands.add_parser("upload", help="put a file under incoming/ of the bucket")
     up_load.add_argument("path", type=Path)
     run = commands.add_parser("demo", help="load a workbook (default: the generated sample) end to end")
@@ -160,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stack = Stack(args.home) if args.home else Stack()
+    # A SIGTERM (a CI timeout, `kill`) ends the command as Ctrl-C does: the demo then fails its own run.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.command == "up":
             up(stack)
@@ -184,7 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     except PostgresNotAvailable as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 3
+    except STACK_ERRORS as error:
+        print(f"devstack {args.command}: {stack_fault(stack, error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"devstack {args.command}: interrupted", file=sys.stderr)
+        return 130
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ variables. ``up`` and ``down`` can be called any number of times.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,7 +24,8 @@ import psycopg
 from devstack.aws import ALERTS_INBOX, BUCKET, TOPIC, provision
 from devstack.postgres import PostgresCluster
 from devstack.processes import alive, read_pid, spawn, stop_group
-from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE, apply_ddl, provision_logins
+from devstack.stale_runs import OrphanedRun, fail_orphaned_runs
+from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE, apply_ddl, provision_logins, scram_sha_256
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOME = REPO_ROOT / ".devstack"
@@ -32,8 +34,19 @@ DATABASE = "retail"
 REGION = "eu-west-1"
 UI_PORT = 8080
 ADMIN_USER = "admin"
-# The Airflow services `make up` runs, each as `airflow <name>` in a process group of its own.
-AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The warehouse's owner, as on RDS (whose master user may create roles and databases but is no superuser):
+# it owns the database and applies include/sql. The cluster's superuser only creates it.
+OWNER_ROLE = "retail_admin"
+# The Airflow services `make up` runs, each in a process group of its own: `airflow <name>`, and the two task
+# log servers on loopback (devstack/log_server.py) in place of those the scheduler and triggerer would start.
+AIRFLOW_SERVICES = (
+    "api-server",
+    "scheduler",
+    "dag-processor",
+    "triggerer",
+    "worker-log-server",
+    "trigger-log-server",
+)
 MOTO_ACCOUNT = "123456789012"
 # moto accepts any credentials; these are its documented placeholders, not a secret.
 MOTO_KEY_ID = MOTO_SECRET = "testing"
@@ -72,11 +85,14 @@ class StackState:
     postgres_port: int = field(default_factory=free_port)
     moto_port: int = field(default_factory=free_port)
     superuser_password: str = field(default_factory=_password)
+    owner_password: str = field(default_factory=_password)
     loader_password: str = field(default_factory=_password)
     transformer_password: str = field(default_factory=_password)
     api_port: int = field(default_factory=_ui_port)
     admin_password: str = field(default_factory=_password)
     jwt_secret: str = field(default_factory=_jwt_secret)
+    worker_log_port: int = field(default_factory=free_port)
+    trigger_log_port: int = field(default_factory=free_port)
 
     @classmethod
     def load_or_create(cls, path: Path) -> StackState:
@@ -125,7 +141,10 @@ class Stack:
         return {LOADER_ROLE: self.state.loader_password, TRANSFORMER_ROLE: self.state.transformer_password}
 
     def warehouse_url(self, role: str = "postgres") -> str:
-        """libpq URL of the warehouse database: as its owner by default, or as one of the job roles."""
+        """libpq URL of the warehouse database: as the cluster's superuser by default, as the database's owner
+        (``retail_admin``), or as one of the job roles."""
+        if role == OWNER_ROLE:
+            return self.postgres.url(OWNER_ROLE, self.state.owner_password, DATABASE)
         if role in self.role_passwords():
             return self.postgres.url(role, self.role_passwords()[role], DATABASE)
         return self.postgres.url(database=DATABASE)
@@ -154,6 +173,10 @@ class Stack:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.airflow_home / 'airflow.db'}",
             "AIRFLOW__API__HOST": "127.0.0.1",
+            # The task log servers listen on loopback (devstack/log_server.py), at ports of this stack.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.state.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.state.trigger_log_port),
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "devstack.log_server.loopback_hostname",
             "AIRFLOW__API__PORT": str(self.state.api_port),
             "AIRFLOW__API__BASE_URL": self.api_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api_url}/execution/",
@@ -167,7 +190,7 @@ class Stack:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(self.aws_connection()),
             "AIRFLOW_CONN_RETAIL_WAREHOUSE": self.warehouse_url(LOADER_ROLE),
-            "AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN": self.warehouse_url(),
+            "AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN": self.warehouse_url(OWNER_ROLE),
             "AIRFLOW_CONN_RETAIL_WAREHOUSE_TRANSFORM": self.warehouse_url(TRANSFORMER_ROLE),
             # dbt outside Airflow (make docs, make dbt-build) reads its profile from these.
             "DBT_PROFILES_DIR": str(REPO_ROOT / "include" / "dbt"),
@@ -199,6 +222,7 @@ class Stack:
         self._start_moto()
         self._prepare_aws()
         self._migrate_airflow()
+        self.fail_orphaned_runs()
 
     def down(self) -> None:
         self.stop_airflow()
@@ -214,32 +238,63 @@ class Stack:
 
     # -- the Airflow services ------------------------------------------------------------------
 
+    @property
+    def airflow_db(self) -> Path:
+        return self.airflow_home / "airflow.db"
+
+    def fail_orphaned_runs(self, **kwargs) -> list[OrphanedRun]:
+        """Fail the runs a killed `airflow dags test` left running (devstack/stale_runs.py), saying so."""
+        failed = fail_orphaned_runs(self.airflow_db, **kwargs)
+        for run in failed:
+            print(f"Marked failed: {run.describe()}", file=sys.stderr)
+        return failed
+
     def _pid_file(self, service: str) -> Path:
         return self.home / f"airflow-{service}.pid"
 
+    def _service_command(self, service: str) -> list[str]:
+        if service == "worker-log-server":
+            return [sys.executable, "-m", "devstack.log_server", "--port", str(self.state.worker_log_port)]
+        if service == "trigger-log-server":
+            return [sys.executable, "-m", "devstack.log_server", "--port", str(self.state.trigger_log_port)]
+        airflow = str(Path(sys.executable).parent / "airflow")
+        if service in ("scheduler", "triggerer"):
+            return [airflow, service, "--skip-serve-logs"]
+        return [airflow, service]
+
     def start_airflow(self, timeout: float = 120) -> None:
-        """Start the api-server, scheduler, dag-processor and triggerer; return once the API answers."""
+        """Start the api-server, scheduler, dag-processor, triggerer and log servers; return once the API answers."""
         self.up()
         passwords = self.airflow_home / "passwords.json"
         passwords.touch(mode=0o600)
         passwords.write_text(json.dumps({ADMIN_USER: self.state.admin_password}))
         # Serialise the DAGs now, so the UI shows them at once rather than after the first parse loop.
         self.run_airflow(["dags", "reserialize"], quiet=True)
-        env = {**os.environ, **self.environment()}
         logs = self.home / "logs"
         logs.mkdir(exist_ok=True)
-        airflow = str(Path(sys.executable).parent / "airflow")
+        self._choose_log_ports()
+        env = {**os.environ, **self.environment()}
         for service in AIRFLOW_SERVICES:
             if read_pid(self._pid_file(service)) is None:
                 if service == "api-server" and port_open(self.state.api_port):
                     raise RuntimeError(f"port {self.state.api_port} is taken; stop what listens there first")
-                pid = spawn([airflow, service], logs / f"airflow-{service}.log", env=env)
+                pid = spawn(self._service_command(service), logs / f"airflow-{service}.log", env=env)
                 self._pid_file(service).write_text(str(pid))
         deadline = time.monotonic() + timeout
         while not self._api_healthy():
             if read_pid(self._pid_file("api-server")) is None or time.monotonic() > deadline:
                 raise RuntimeError(f"the Airflow api-server did not come up; see {logs / 'airflow-api-server.log'}")
             time.sleep(0.5)
+
+    def _choose_log_ports(self) -> None:
+        """Keep the remembered log server ports unless something else took one (as moto's port)."""
+        changed = False
+        for name, service in (("worker_log_port", "worker-log-server"), ("trigger_log_port", "trigger-log-server")):
+            if read_pid(self._pid_file(service)) is None and port_open(getattr(self.state, name)):
+                setattr(self.state, name, free_port())
+                changed = True
+        if changed:
+            self.state.save(self.home / "state.json")
 
     def stop_airflow(self) -> None:
         for service in reversed(AIRFLOW_SERVICES):
@@ -268,10 +323,9 @@ class Stack:
     # -- PostgreSQL ------------------------------------------------------------------------------
 
     def _prepare_warehouse(self) -> None:
-        with psycopg.connect(self.postgres.url(), autocommit=True) as conn:
-            if not conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():
-                conn.execute(f'create database "{DATABASE}"')
-        with psycopg.connect(self.warehouse_url()) as conn:
+        """The superuser creates the owner role and gives it the database; the owner applies the DDL, as on RDS."""
+        self.postgres.provision_owner(DATABASE, OWNER_ROLE, scram_sha_256(self.state.owner_password))
+        with psycopg.connect(self.warehouse_url(OWNER_ROLE)) as conn:
             apply_ddl(conn)
             provision_logins(conn, {role: (role, password) for role, password in self.role_passwords().items()})
 
@@ -346,14 +400,25 @@ class Stack:
         stamp.touch()
 
     def run_airflow(self, args: list[str], *, quiet: bool = False, log: Path | None = None) -> int:
-        """Run the ``airflow`` CLI of this virtualenv against this stack."""
+        """Run the ``airflow`` CLI of this virtualenv against this stack.
+
+        The command runs in a process group of its own, stopped whole if the caller is interrupted (Ctrl-C,
+        SIGTERM): an ``airflow dags test`` left behind would keep its run going with nobody watching.
+        """
         command = [str(Path(sys.executable).parent / "airflow"), *args]
         env = {**os.environ, **self.environment()}
-        if log is not None:
-            with log.open("ab") as out:
-                return subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-        output = subprocess.DEVNULL if quiet else None
-        completed = subprocess.run(command, env=env, stdout=output, stderr=output, check=False)
-        if completed.returncode and quiet:
-            raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit code {completed.returncode}")
-        return completed.returncode
+        with contextlib.ExitStack() as stack:
+            if log is not None:
+                stdout, stderr = stack.enter_context(log.open("ab")), subprocess.STDOUT
+            else:
+                stdout = stderr = subprocess.DEVNULL if quiet else None
+            process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
+            try:
+                returncode = process.wait()
+            except BaseException:
+                stop_group(process.pid, timeout=10)
+                process.wait()
+                raise
+        if returncode and quiet:
+            raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit code {returncode}")
+        return returncode

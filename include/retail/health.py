@@ -17,6 +17,9 @@ _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
 
 # A file still under incoming/ after this long was not picked up: the sensor or the loads are stuck.
 STUCK_AFTER = timedelta(minutes=30)
+# A loaded batch silver does not hold after this long was never transformed: the rows are stranded in bronze.
+# (Upload to gold takes about a minute; a transform waits for the loads of its window.)
+NOT_IN_SILVER_AFTER = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -38,22 +41,84 @@ def _age(since: datetime, now: datetime) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
-def check_warehouse(connect: Callable[[], object], now: datetime) -> list[Check]:
-    """Reachable, and when the last file was loaded (from the ledger)."""
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def check_warehouse(
+    connect: Callable[[], object], now: datetime, *, not_in_silver_after: timedelta = NOT_IN_SILVER_AFTER
+) -> list[Check]:
+    """Reachable, when the last file was loaded, loaded batches silver lacks, files the ledger marks failed."""
     try:
         with connect() as conn:
             (finished_at,) = conn.execute(
                 "select max(finished_at) from bronze.load_ledger where status = 'loaded'"
             ).fetchone()
+            checks = [Check("warehouse", OK, "reachable")]
+            if finished_at is None:
+                checks.append(Check("last successful load", WARNING, "none yet"))
+            else:
+                when = f"{finished_at:%Y-%m-%d %H:%M:%S %Z} ({_age(finished_at, now)})"
+                checks.append(Check("last successful load", OK, when))
+            checks.append(check_batches_not_in_silver(conn, now, stranded_after=not_in_silver_after))
+            checks.append(check_failed_files(conn))
     except Exception as error:  # any failure to connect or query is the finding itself
-        return [Check("warehouse", CRITICAL, f"unreachable: {str(error).strip().splitlines()[0]}")]
-    checks = [Check("warehouse", OK, "reachable")]
-    if finished_at is None:
-        checks.append(Check("last successful load", WARNING, "none yet"))
-    else:
-        when = f"{finished_at:%Y-%m-%d %H:%M:%S %Z} ({_age(finished_at, now)})"
-        checks.append(Check("last successful load", OK, when))
+        return [Check("warehouse", CRITICAL, f"unreachable: {_first_line(error)}")]
     return checks
+
+
+def _keys(items: list[dict]) -> str:
+    return ", ".join(item["key"] for item in items[:5]) + (", ..." if len(items) > 5 else "")
+
+
+def check_batches_not_in_silver(conn, now: datetime, *, stranded_after: timedelta = NOT_IN_SILVER_AFTER) -> Check:
+    """Loaded batches silver does not hold yet: a warning while a transform may still be on its way, critical
+    once the oldest has waited longer than ``stranded_after`` (its rows are stranded in bronze)."""
+    from include.retail import ledger
+
+    name = "loaded, not in silver"
+    try:
+        with conn.transaction():  # a failed query leaves the connection usable for the next check
+            missing = ledger.batches_missing_from_silver(conn)
+    except Exception as error:
+        return Check(name, CRITICAL, f"cannot tell: {_first_line(error)}")
+    if not missing:
+        return Check(name, OK, "0")
+    oldest = min(batch["finished_at"] for batch in missing)
+    rows = sum(batch["rows_loaded"] for batch in missing)
+    severity = CRITICAL if now - oldest > stranded_after else WARNING
+    detail = f"{len(missing)} batch(es), {rows:,} rows, oldest loaded {_age(oldest, now)}: {_keys(missing)}"
+    return Check(name, severity, detail)
+
+
+def check_failed_files(conn) -> Check:
+    """Files the ledger marks failed (the platform's fault, after the last try): they wait in incoming/ and
+    are not taken again until they change, so somebody must look."""
+    from include.retail import ledger
+
+    name = "failed files"
+    try:
+        with conn.transaction():
+            failed = ledger.failed_files(conn)
+    except Exception as error:
+        return Check(name, CRITICAL, f"cannot tell: {_first_line(error)}")
+    if not failed:
+        return Check(name, OK, "0")
+    error = _first_line(Exception(failed[-1]["error"] or "no error recorded"))
+    return Check(name, CRITICAL, f"{len(failed)}: {_keys(failed)} (latest error: {error})")
+
+
+def check_stale_runs(list_stale_runs: Callable[[], Iterable[str]]) -> Check:
+    """Runs left `running` by a process that is gone (an interrupted `airflow dags test`): while one is there,
+    the waiting ingest DAG starts no run and uploads wait in incoming/ for ever."""
+    name = "stale running runs"
+    try:
+        stale = list(list_stale_runs())
+    except Exception as error:
+        return Check(name, CRITICAL, f"cannot read Airflow's runs: {_first_line(error)}")
+    if not stale:
+        return Check(name, OK, "0")
+    return Check(name, CRITICAL, f"{len(stale)}: {'; '.join(stale[:3])} (make up or make demo marks them failed)")
 
 
 def _objects(s3, bucket: str, prefix: str) -> list[dict]:

@@ -39,6 +39,17 @@ def layer_counts(conn: psycopg.Connection, project: DbtProject) -> dict[str, int
     return counts
 
 
+def nothing_to_announce(counts: dict[str, int]) -> str | None:
+    """Why a successful transform has no summary worth sending, or None.
+
+    With no current rows in bronze gold is empty, and the summary would read "Transform done: 0 months,
+    revenue 0.00": a run with nothing to build (a stale Asset event, a warehouse just reset) announced as news.
+    """
+    if not counts.get("bronze.retail_transactions_current") or not counts.get("gold.monthly_sales_summary"):
+        return "No sales in bronze, so gold is empty: nothing to announce."
+    return None
+
+
 def transform_summary(
     conn: psycopg.Connection, project: DbtProject, counts: dict[str, int], *, run_id: str, seconds: float
 ) -> tuple[str, str]:

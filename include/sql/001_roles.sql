@@ -18,3 +18,14 @@ $$;
 comment on role retail_loader is 'Loads files into bronze and records them in the ledger; nothing else.';
 comment on role retail_transformer is 'dbt: reads bronze, owns and builds silver and gold.';
 comment on role retail_reader is 'Reads gold: dashboards and analysts.';
+
+-- The owner applying this DDL creates silver and gold for retail_transformer (020_silver_gold.sql), which
+-- PostgreSQL allows only to a member of that role. The owner is no superuser (on RDS neither is the master
+-- user), and from PostgreSQL 16 on creating a role with CREATEROLE no longer makes its creator a member.
+do $$
+begin
+    if not pg_has_role(current_user, 'retail_transformer', 'member') then
+        execute format('grant retail_transformer to %I', current_user);
+    end if;
+end
+$$;

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import psutil
 import psycopg
 import pytest
 
-from devstack.processes import alive, read_pid
-from devstack.stack import AIRFLOW_SERVICES, Stack
+from devstack.processes import alive, read_pid, spawn, stop_group
+from devstack.stack import AIRFLOW_SERVICES, OWNER_ROLE, Stack
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +60,7 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(own_stack: Stack) -> None:
         text=True,
         check=True,
     ).stdout.strip()
-    assert url.startswith("postgresql://postgres:")
+    assert url.startswith(f"postgresql://{OWNER_ROLE}:")
     with psycopg.connect(url) as conn:
         assert conn.execute("select count(*) from bronze.load_ledger").fetchone() == (0,)
 
@@ -66,3 +70,75 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(own_stack: Stack) -> None:
     assert not alive(postgres_pid)
     assert not alive(moto_pid)
     assert processes_mentioning(str(own_stack.home)) == []
+
+
+def test_the_admin_connection_owns_the_warehouse_but_is_no_superuser(stack: Stack) -> None:
+    """The connection every task's environment holds can apply the DDL, and cannot run shell commands."""
+    from include.retail.warehouse import apply_ddl
+
+    admin_url = stack.environment()["AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        role, superuser, createrole, owner = conn.execute(
+            """
+            select current_user, rolsuper, rolcreaterole, pg_get_userbyid(datdba)
+            from pg_roles, pg_database where rolname = current_user and datname = current_database()
+            """
+        ).fetchone()
+        assert (role, superuser, createrole, owner) == (OWNER_ROLE, False, True, OWNER_ROLE)
+        assert "010_bronze.sql" in apply_ddl(conn)  # again, through the owner: every script re-runs
+        conn.execute("create temporary table shell (line text)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("copy shell from program 'id'")
+
+
+def test_the_task_log_servers_listen_on_loopback_at_ports_of_the_stack(stack: Stack) -> None:
+    env = stack.environment()
+    ports = {stack.state.worker_log_port, stack.state.trigger_log_port}
+    assert {env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"], env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]} == {
+        str(port) for port in ports
+    }
+    assert len(ports) == 2
+    assert not ports & {8793, 8794}
+    # The scheduler and the triggerer do not start Airflow's own log servers, which listen on every interface.
+    assert "--skip-serve-logs" in stack._service_command("scheduler")
+    assert "--skip-serve-logs" in stack._service_command("triggerer")
+
+    for service, port in (
+        ("worker-log-server", stack.state.worker_log_port),
+        ("trigger-log-server", stack.state.trigger_log_port),
+    ):
+        log = stack.home / f"test-{service}.log"
+        pid = spawn(stack._service_command(service), log, env={**os.environ, **env})
+        try:
+            deadline = time.monotonic() + 60
+            listening: set[str] = set()
+            while not listening and time.monotonic() < deadline:
+                assert alive(pid), log.read_text()[-2000:]
+                listening = {
+                    connection.laddr.ip
+                    for connection in psutil.Process(pid).net_connections(kind="inet")
+                    if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+                }
+                time.sleep(0.2)
+            assert listening == {"127.0.0.1"}, log.read_text()[-2000:]
+        finally:
+            stop_group(pid)
+
+
+def test_a_demo_whose_postgresql_cannot_start_ends_with_one_line_not_a_traceback(own_stack: Stack) -> None:
+    with socket.socket() as squatter:  # something else holds the stack's PostgreSQL port
+        squatter.bind(("127.0.0.1", own_stack.state.postgres_port))
+        squatter.listen()
+        demo = subprocess.run(
+            [sys.executable, "-m", "devstack", "--home", str(own_stack.home), "demo"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert demo.returncode == 1, demo.stdout + demo.stderr
+    assert "Traceback" not in demo.stdout + demo.stderr
+    assert "  status         not uploaded" in demo.stdout
+    [line] = demo.stderr.strip().splitlines()
+    assert line.startswith(
+        f"demo: the pipeline did not complete: PostgreSQL did not start on 127.0.0.1:{own_stack.state.postgres_port}"
+    )

@@ -73,3 +73,46 @@ def test_failed_runs_and_an_unreachable_api_are_critical_and_the_exit_code_is_th
     text, code = health.report([none, health.Check("files in quarantine/", health.WARNING, "1"), failed])
     assert code == health.CRITICAL
     assert text.splitlines()[-1] == "pipeline CRITICAL"
+
+
+def _ledger_row(conn: psycopg.Connection, key: str, status: str, *, rows: int = 0, error: str | None = None) -> None:
+    conn.execute(
+        """
+        insert into bronze.load_ledger (batch_id, source_key, source_version, source_etag, status, rows_loaded,
+                                        error, started_at)
+        values (gen_random_uuid(), %s, md5(random()::text), '"etag"', %s, %s, %s, now())
+        """,
+        (key, status, rows, error),
+    )
+
+
+def test_batches_silver_lacks_warn_then_turn_critical_and_failed_files_are_critical(
+    stack, warehouse, reset_warehouse
+) -> None:
+    reset_warehouse()  # bronze empty, silver not built
+    try:
+        now = datetime.now(UTC)
+        calm = health.check_warehouse(lambda: psycopg.connect(stack.warehouse_url()), now)
+        assert [(check.name, check.severity) for check in calm[2:]] == [
+            ("loaded, not in silver", health.OK),
+            ("failed files", health.OK),
+        ]
+
+        _ledger_row(warehouse, "incoming/waiting.xlsx", "loaded", rows=1200)
+        _ledger_row(warehouse, "incoming/broken.csv", "failed", error="S3 GetObject: connection reset\nretried 3 times")
+
+        fresh = health.check_warehouse(lambda: psycopg.connect(stack.warehouse_url()), datetime.now(UTC))
+        stranded = health.check_warehouse(
+            lambda: psycopg.connect(stack.warehouse_url()), datetime.now(UTC) + timedelta(hours=1)
+        )
+        assert fresh[2].severity == health.WARNING
+        assert fresh[2].detail.startswith("1 batch(es), 1,200 rows, oldest loaded ")
+        assert fresh[2].detail.endswith(": incoming/waiting.xlsx")
+        assert stranded[2].severity == health.CRITICAL
+        assert (fresh[3].severity, fresh[3].detail) == (
+            health.CRITICAL,
+            "1: incoming/broken.csv (latest error: S3 GetObject: connection reset)",
+        )
+        assert health.report(fresh)[1] == health.CRITICAL
+    finally:
+        reset_warehouse()
