@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
@@ -20,12 +21,18 @@ import pytest
 
 from devstack.processes import alive
 from devstack.stack import BUCKET, REPO_ROOT, Stack
-from devstack.stale_runs import orphaned_runs
+from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
 from include.retail import health
 
 pytestmark = pytest.mark.integration
 
 _DDL_LOCK_KEY = 0x7265_7461_696C  # include/retail/warehouse.py's: apply_warehouse_ddl waits while a test holds it
+
+
+@pytest.fixture(autouse=True)
+def no_orphans_of_earlier_tests(stack: Stack) -> None:
+    """Fault tests elsewhere kill `dags test` processes on purpose: their runs are not this module's to count."""
+    fail_orphaned_runs(stack.airflow_db, grace=timedelta(0))
 
 
 def task_states(stack: Stack, dag_id: str, run_id: str) -> dict[str, str | None]:

@@ -17,7 +17,8 @@
     {%- set query -%}
         with
 
-        unseen_loads as (
+        -- materialized: inlined, the planner may probe this table once per new line instead of once per load
+        unseen_loads as materialized (
             select ledger.batch_id, ledger.source_key
             from {{ source('bronze', 'load_ledger') }} as ledger
             where
