@@ -7,7 +7,7 @@ most of these (cells beyond Excel's limits, strings longer than a cell may hold)
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -258,3 +258,40 @@ def truncated_workbook(path: Path) -> Path:
     whole.unlink()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def undeclared_corner_workbook(path: Path) -> Path:
+    """The far-corner workbook with no dimension to check: only the memory limit stops the reader."""
+    return far_corner_workbook(path, dimension=None)
+
+
+def utf16_csv_without_bom(path: Path) -> Path:
+    return utf16_csv(path, bom=False)
+
+
+# Each file that must be rejected whole: (generator, file name, what the rejection says).
+REJECTED_FILES: list[tuple[Callable[[Path], Path], str, str]] = [
+    (
+        far_corner_workbook,
+        "far_corner.xlsx",
+        "sheet 'Online Retail' declares A1:XFD1048576 (1,048,576 rows × 16,384 columns = 17,179,869,184 cells), "
+        "more than the 67,108,864 cells allowed",
+    ),
+    (undeclared_corner_workbook, "undeclared_corner.xlsx", "needs more than the 2,048 MB allowed to read"),
+    (
+        zip_bomb_workbook,
+        "bomb.xlsx",
+        "xl/sharedStrings.xml unpacks 1,029 times (1,024 MB from 1.0 MB), more than the 100 times",
+    ),
+    (
+        long_cell_workbook,
+        "long_cell.xlsx",
+        "sheet 'Online Retail' row 2: Description holds 40,000 characters, more than the 32,767 a cell may hold",
+    ),
+    (empty_file, "empty.xlsx", "empty file (0 bytes)"),
+    (empty_file, "empty.csv", "empty file (0 bytes)"),
+    (csv_named_xlsx, "export.xlsx", "looks like a CSV, not an .xlsx workbook (rename it .csv)"),
+    (truncated_workbook, "cut.xlsx", "truncated or not an .xlsx workbook"),
+    (utf16_csv_without_bom, "unicode_text.csv", "the CSV looks like UTF-16 without a byte-order mark"),
+]
+REJECTED_FILE_IDS = [name for _, name, _ in REJECTED_FILES]

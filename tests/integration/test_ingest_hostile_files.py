@@ -13,37 +13,7 @@ from tests import hostile_files
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.parametrize(
-    ("make", "name", "reason"),
-    [
-        (hostile_files.far_corner_workbook, "far_corner.xlsx", "sheet 'Online Retail' declares A1:XFD1048576"),
-        (
-            lambda path: hostile_files.far_corner_workbook(path, dimension=None),
-            "undeclared_corner.xlsx",
-            "needs more than the 2,048 MB allowed to read",
-        ),
-        (hostile_files.zip_bomb_workbook, "bomb.xlsx", "xl/sharedStrings.xml unpacks 1,029 times"),
-        (hostile_files.long_cell_workbook, "long_cell.xlsx", "row 2: Description holds 40,000 characters"),
-        (hostile_files.empty_file, "empty.xlsx", "empty file (0 bytes)"),
-        (hostile_files.csv_named_xlsx, "export.xlsx", "looks like a CSV, not an .xlsx workbook (rename it .csv)"),
-        (hostile_files.truncated_workbook, "cut.xlsx", "truncated or not an .xlsx workbook"),
-        (
-            lambda path: hostile_files.utf16_csv(path, bom=False),
-            "unicode_text.csv",
-            "the CSV looks like UTF-16 without a byte-order mark",
-        ),
-    ],
-    ids=[
-        "far-corner",
-        "undeclared-corner",
-        "zip-bomb",
-        "long-cell",
-        "empty",
-        "csv-named-xlsx",
-        "truncated",
-        "utf16-no-bom",
-    ],
-)
+@pytest.mark.parametrize(("make", "name", "reason"), hostile_files.REJECTED_FILES, ids=hostile_files.REJECTED_FILE_IDS)
 def test_hostile_file_is_quarantined_once_with_a_report_naming_the_cause(
     make: Callable[[Path], Path], name: str, reason: str, tmp_path, upload, run_ingest, warehouse, keys_under, read_json
 ) -> None:
