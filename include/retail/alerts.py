@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
 from include.retail import config
+from include.retail.dbt_project import DBT_MANIFEST, PRODUCER_TASK_ID
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,6 @@ SUBJECT_MAX_CHARS = 99
 _ERROR_MAX_CHARS = 2000
 # dbt's statuses of a node that failed itself; Cosmos's "failed" marks a node skipped for an upstream failure.
 _DBT_FAILED = frozenset({"error", "fail", "runtime error"})
-_DBT_PRODUCER_SUFFIX = "dbt_producer_watcher"
 
 
 def subject_line(text: str) -> str:
@@ -38,7 +38,7 @@ def failure_alert(context) -> tuple[str, str]:
     map_index = ti.map_index if isinstance(ti.map_index, int) else -1
     # ingest_file's map_index_template renders its S3 key; the context holds it while the task runs.
     file_key = context.get("file_key") or getattr(ti, "rendered_map_index", None) or None
-    failed_nodes = dbt_failures(context) if ti.task_id.endswith(_DBT_PRODUCER_SUFFIX) else []
+    failed_nodes = dbt_failures(context) if ti.task_id.endswith(PRODUCER_TASK_ID) else []
 
     prefix = f"{config.ALERT_SUBJECT_PREFIX} FAILED {dag_id}.{ti.task_id}"
     if file_key:
@@ -80,8 +80,6 @@ def dbt_failures(context) -> list[dict]:
     leaves, per node, XComs on the producer: ``<node>_status`` (a model's status) and ``<node>_dbt_event``
     (its last event: for a failed node, dbt's closing error summary, with the message). Nodes dbt skipped
     because of an upstream failure are not listed. Empty when the failure came before any node ran."""
-    from include.retail.dbt_project import DBT_MANIFEST
-
     try:
         nodes = json.loads(DBT_MANIFEST.read_text())["nodes"]
     except (OSError, ValueError, KeyError):

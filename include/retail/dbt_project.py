@@ -22,6 +22,9 @@ DBT_EXECUTABLE = Path(os.environ.get("RETAIL_DBT_EXECUTABLE", _INCLUDE.parent / 
 # Built ahead of time by `dbt parse` (make, the Docker build, CI), so that parsing the DAG never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
 PROFILE_NAME = "retail"
+# The WATCHER producer's task id in its group (Cosmos's PRODUCER_WATCHER_TASK_ID; cosmos.constants imports
+# Airflow, too heavy for the alert callback's module to import at parse time).
+PRODUCER_TASK_ID = "dbt_producer_watcher"
 TARGET_NAME = "airflow"
 
 
@@ -74,7 +77,7 @@ def follow_the_build(group) -> None:
     """
     from airflow.task.trigger_rule import TriggerRule
 
-    producer = next(task for task in group.children.values() if task.task_id.endswith(".dbt_producer_watcher"))
+    producer = next(task for task in group.children.values() if task.task_id.endswith("." + PRODUCER_TASK_ID))
     producer.retries = 0
     for first_model_task in group.roots:
         if first_model_task is not producer:
