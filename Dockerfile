@@ -1,8 +1,12 @@
-# syntax=docker/dockerfile:1
 # The project's Airflow image (docker-compose.yaml builds it): the official image of the Airflow version
 # requirements.txt pins, on MWAA's Python; the runtime requirements at exactly the versions the tests ran with;
 # dbt in a virtualenv of its own; and the dbt manifest Cosmos renders the transform DAG from.
-FROM apache/airflow:3.3.1-python3.12
+# No `# syntax=` line and no BuildKit-only instruction: the classic builder builds it too.
+
+# The official image by default; the compose test builds this same file on a local stand-in of it
+# (tests/compose/standins/airflow), on machines that reach no image registry.
+ARG AIRFLOW_BASE_IMAGE=apache/airflow:3.3.1-python3.12
+FROM ${AIRFLOW_BASE_IMAGE}
 
 # A directory for the dbt virtualenv, owned like the rest of the image (user airflow, group 0), so that pip
 # runs as airflow, as the image expects, and any uid of group 0 can use it.
