@@ -36,6 +36,20 @@ def provision(s3, sns, sqs, *, bucket: str = BUCKET, topic: str = TOPIC, inbox: 
     return topic_arn
 
 
+def read_alerts(sqs, *, inbox: str = ALERTS_INBOX) -> list[dict]:
+    """Take every alert waiting in the inbox subscribed to the topic: ``{"subject", "message"}`` each."""
+    import json
+
+    queue_url = sqs.get_queue_url(QueueName=inbox)["QueueUrl"]
+    alerts = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+        for message in messages:
+            envelope = json.loads(message["Body"])
+            alerts.append({"subject": envelope.get("Subject"), "message": envelope.get("Message")})
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return alerts
+
+
 def main() -> None:
     import boto3
 

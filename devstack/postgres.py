@@ -176,61 +176,89 @@ class PostgresCluster:
             [str(bindir / "pg_ctl"), "stop", "--pgdata", str(self.data_dir), "--mode", "fast", "--wait"]
         )
 
-    def provision_owner(self, database: str, owner: str, password_verifier: str) -> None:
-        """Create ``owner`` as RDS creates its master user (LOGIN, CREATEROLE, CREATEDB, no superuser) and make
-        it own ``database``: the superuser is needed for this and for nothing else.
-
-        A database made before the owner role existed has the superuser's schemas, tables and job roles in it:
-        they are handed over, so that the owner can re-apply the DDL and set the job roles' passwords.
-        """
-        import psycopg
-        from psycopg import sql
-
-        role = sql.Identifier(owner)
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (owner,)).fetchone()
-            verb = "alter" if exists else "create"
-            conn.execute(
-                sql.SQL(verb + " role {} login createrole createdb nosuperuser password {}").format(
-                    role, sql.Literal(password_verifier)
-                )
-            )
-            if conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
-                conn.execute(sql.SQL("alter database {} owner to {}").format(sql.Identifier(database), role))
-            else:
-                conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database), role))
-            # Job roles the superuser created: from PostgreSQL 16 on, CREATEROLE alone no longer lets the owner
-            # alter them (it gets the admin option only on the roles it creates itself).
-            for (job_role,) in conn.execute(
-                """
-                select rolname from pg_catalog.pg_roles
-                where current_setting('server_version_num')::int >= 160000
-                    and starts_with(rolname, 'retail_') and rolname <> %s and not rolsuper
-                    and not pg_has_role(%s, oid, 'member with admin option')
-                """,
-                (owner, owner),
-            ).fetchall():
-                conn.execute(sql.SQL("grant {} to {} with admin option").format(sql.Identifier(job_role), role))
-        with psycopg.connect(self.url(database=database), autocommit=True) as conn:
-            superuser_objects = conn.execute(
-                """
-                select 'schema', nspname, null from pg_catalog.pg_namespace
-                where nspowner = %s::regrole and not starts_with(nspname, 'pg_') and nspname <> 'information_schema'
-                union all
-                select case relkind when 'v' then 'view' when 'm' then 'materialized view'
-                    when 'S' then 'sequence' else 'table' end, nspname, relname
-                from pg_catalog.pg_class join pg_catalog.pg_namespace on pg_namespace.oid = relnamespace
-                where relowner = %s::regrole and relkind in ('r', 'p', 'v', 'm', 'S')
-                    and not starts_with(nspname, 'pg_') and nspname <> 'information_schema'
-                """,
-                (SUPERUSER, SUPERUSER),
-            ).fetchall()
-            for kind, schema, name in superuser_objects:
-                target = sql.Identifier(schema) if name is None else sql.Identifier(schema, name)
-                conn.execute(sql.SQL("alter " + kind + " {} owner to {}").format(target, role))
-
     def url(self, user: str = SUPERUSER, password: str | None = None, database: str = "postgres") -> str:
         from urllib.parse import quote
 
         secret = self.superuser_password if password is None else password
         return f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}@127.0.0.1:{self.port}/{database}"
+
+
+def provision_owner(superuser_url: str, database: str, owner: str, password_verifier: str) -> None:
+    """Create ``owner`` as RDS creates its master user (LOGIN, CREATEROLE, CREATEDB, no superuser) and make
+    it own ``database``: the superuser is needed for this and for nothing else.
+
+    A database made before the owner role existed has the superuser's schemas, tables and job roles in it:
+    they are handed over, so that the owner can re-apply the DDL and set the job roles' passwords. The embedded
+    stack and docker-compose's init service (``python -m devstack.postgres``) both create the owner here.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    role = sql.Identifier(owner)
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (owner,)).fetchone()
+        verb = "alter" if exists else "create"
+        conn.execute(
+            sql.SQL(verb + " role {} login createrole createdb nosuperuser password {}").format(
+                role, sql.Literal(password_verifier)
+            )
+        )
+        if conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
+            conn.execute(sql.SQL("alter database {} owner to {}").format(sql.Identifier(database), role))
+        else:
+            conn.execute(sql.SQL("create database {} owner {}").format(sql.Identifier(database), role))
+        # Job roles the superuser created: from PostgreSQL 16 on, CREATEROLE alone no longer lets the owner
+        # alter them (it gets the admin option only on the roles it creates itself).
+        for (job_role,) in conn.execute(
+            """
+            select rolname from pg_catalog.pg_roles
+            where current_setting('server_version_num')::int >= 160000
+                and starts_with(rolname, 'retail_') and rolname <> %s and not rolsuper
+                and not pg_has_role(%s, oid, 'member with admin option')
+            """,
+            (owner, owner),
+        ).fetchall():
+            conn.execute(sql.SQL("grant {} to {} with admin option").format(sql.Identifier(job_role), role))
+    with psycopg.connect(make_conninfo(superuser_url, dbname=database), autocommit=True) as conn:
+        superuser_objects = conn.execute(
+            """
+            select 'schema', nspname, null from pg_catalog.pg_namespace
+            where nspowner = to_regrole(current_user)
+                and not starts_with(nspname, 'pg_') and nspname <> 'information_schema'
+            union all
+            select case relkind when 'v' then 'view' when 'm' then 'materialized view'
+                when 'S' then 'sequence' else 'table' end, nspname, relname
+            from pg_catalog.pg_class join pg_catalog.pg_namespace on pg_namespace.oid = relnamespace
+            where relowner = to_regrole(current_user) and relkind in ('r', 'p', 'v', 'm', 'S')
+                and not starts_with(nspname, 'pg_') and nspname <> 'information_schema'
+            """
+        ).fetchall()
+        for kind, schema, name in superuser_objects:
+            target = sql.Identifier(schema) if name is None else sql.Identifier(schema, name)
+            conn.execute(sql.SQL("alter " + kind + " {} owner to {}").format(target, role))
+
+
+def main() -> None:
+    """What docker-compose's init service runs: the warehouse's owner, from the Airflow admin connection."""
+    import argparse
+
+    from airflow.sdk import BaseHook
+
+    from include.retail import config
+    from include.retail.warehouse import scram_sha_256
+
+    parser = argparse.ArgumentParser(
+        prog="python -m devstack.postgres",
+        description="Create the warehouse's owner role and database as RDS creates its master user. The owner, its "
+        f"password and the database are those of the Airflow connection {config.WAREHOUSE_ADMIN_CONN_ID}.",
+    )
+    parser.add_argument("--superuser-url", required=True, help="libpq URL of the server's superuser")
+    args = parser.parse_args()
+    admin = BaseHook.get_connection(config.WAREHOUSE_ADMIN_CONN_ID)
+    provision_owner(args.superuser_url, admin.schema, admin.login, scram_sha_256(admin.password))
+    print(f"{admin.login} owns the database {admin.schema}")
+
+
+if __name__ == "__main__":
+    main()

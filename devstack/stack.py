@@ -21,8 +21,8 @@ from pathlib import Path
 
 import psycopg
 
-from devstack.aws import ALERTS_INBOX, BUCKET, TOPIC, provision
-from devstack.postgres import PostgresCluster
+from devstack.aws import BUCKET, TOPIC, provision, read_alerts
+from devstack.postgres import PostgresCluster, provision_owner
 from devstack.processes import alive, read_pid, spawn, stop_group
 from devstack.stale_runs import OrphanedRun, fail_orphaned_runs
 from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE, apply_ddl, provision_logins, scram_sha_256
@@ -324,7 +324,7 @@ class Stack:
 
     def _prepare_warehouse(self) -> None:
         """The superuser creates the owner role and gives it the database; the owner applies the DDL, as on RDS."""
-        self.postgres.provision_owner(DATABASE, OWNER_ROLE, scram_sha_256(self.state.owner_password))
+        provision_owner(self.postgres.url(), DATABASE, OWNER_ROLE, scram_sha_256(self.state.owner_password))
         with psycopg.connect(self.warehouse_url(OWNER_ROLE)) as conn:
             apply_ddl(conn)
             provision_logins(conn, {role: (role, password) for role, password in self.role_passwords().items()})
@@ -375,18 +375,7 @@ class Stack:
 
     def read_alerts(self) -> list[dict]:
         """Take every alert waiting in the SQS inbox: ``{"subject", "message"}`` each."""
-        sqs = self.boto3_client("sqs")
-        queue_url = sqs.get_queue_url(QueueName=ALERTS_INBOX)["QueueUrl"]
-        alerts = []
-        while True:
-            batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
-            messages = batch.get("Messages", [])
-            if not messages:
-                return alerts
-            for message in messages:
-                envelope = json.loads(message["Body"])
-                alerts.append({"subject": envelope.get("Subject"), "message": envelope.get("Message")})
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return read_alerts(self.boto3_client("sqs"))
 
     # -- Airflow -------------------------------------------------------------------------------
 

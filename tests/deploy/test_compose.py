@@ -234,12 +234,22 @@ def test_connections_point_at_the_local_stand_ins(services: dict[str, dict], air
     assert endpoint.port == 5000
     topic_arn = env[f"AIRFLOW_VAR_{config.ALERTS_TOPIC_VARIABLE.upper()}"]
     assert re.fullmatch(rf"arn:aws:sns:{aws['extra']['region_name']}:\d{{12}}:{devstack_aws.TOPIC}", topic_arn)
-    # The warehouse: one PostgreSQL service; the admin connection is its owner; each job has its own login.
+    # The warehouse: one PostgreSQL service. Its superuser is known to the init service only, which has it
+    # create the owner (as RDS creates its master user); the admin connection is that owner, no superuser;
+    # each job has its own login.
     admin = parse_connection(env[f"AIRFLOW_CONN_{config.WAREHOUSE_ADMIN_CONN_ID.upper()}"])
     server = services[admin["host"]]
     server_env = environment(server)
     assert server["image"].startswith("postgres:")
-    assert (admin["login"], admin["password"]) == (server_env["POSTGRES_USER"], server_env["POSTGRES_PASSWORD"])
+    superuser = urlsplit(env["WAREHOUSE_SUPERUSER_URL"])
+    assert (superuser.hostname, superuser.port) == (admin["host"], admin["port"] or 5432)
+    assert (superuser.username, superuser.password) == (server_env["POSTGRES_USER"], server_env["POSTGRES_PASSWORD"])
+    assert admin["login"] != superuser.username
+    assert admin["password"] != superuser.password
+    for name, service in airflow_services.items():
+        if name != INIT:
+            assert "WAREHOUSE_SUPERUSER_URL" not in environment(service), f"{name} must not know the superuser"
+    assert re.search(r"python -m devstack\.postgres --superuser-url", command_text(airflow_services[INIT]))
     jobs = {
         warehouse.LOADER_ROLE: config.WAREHOUSE_CONN_ID,
         warehouse.TRANSFORMER_ROLE: config.WAREHOUSE_TRANSFORM_CONN_ID,
@@ -249,7 +259,7 @@ def test_connections_point_at_the_local_stand_ins(services: dict[str, dict], air
         conn = parse_connection(env[f"AIRFLOW_CONN_{conn_id.upper()}"])
         assert conn["conn_type"] in ("postgres", "postgresql")
         assert (conn["host"], conn["port"] or 5432) == (admin["host"], admin["port"] or 5432)
-        assert conn["schema"] == admin["schema"] == server_env["POSTGRES_DB"]
+        assert conn["schema"] == admin["schema"]
         assert conn["login"] == role, f"{conn_id} logs in as {conn['login']}, expected the {role} role"
         assert conn["password"]
         assert conn["password"] != admin["password"]
