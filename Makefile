@@ -57,6 +57,10 @@ demo: venv ## run the pipeline end to end on the embedded stack (WORKBOOK=path f
 test: venv ## run the whole test suite (starts its own PostgreSQL and moto server)
 	@$(PY) -m pytest
 
+.PHONY: compose-test
+compose-test: venv ## run docker-compose.yaml for real: build, up, both executors, the real workbook, down -v
+	@$(PY) -m pytest tests/compose
+
 .PHONY: up
 up: venv ## start a full local Airflow (UI on 127.0.0.1:8080) with PostgreSQL and moto S3/SNS
 	@$(PY) -m devstack up
