@@ -31,10 +31,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 
-from include.retail import config, tasks
-from include.retail.ingest_flow import INGEST_DEFAULT_ARGS, load_files
+from include.retail import config
+from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files, wants_loading
 
 
 @dag(
@@ -55,7 +55,7 @@ def retail_ingest():
         bucket_name="{{ var.value." + config.BUCKET_VARIABLE + " }}",
         bucket_key=config.INCOMING_PREFIX + "*",
         wildcard_match=True,
-        check_fn=tasks.wants_loading,
+        check_fn=wants_loading,
         metadata_keys=["Key", "ETag"],  # the check leaves alone failed files whose content has not changed
         deferrable=True,
         # One LIST of incoming/ every 5 s from the triggerer: about 17,000 requests ($0.09) a day on S3,
@@ -65,10 +65,6 @@ def retail_ingest():
         timeout=timedelta(hours=1).total_seconds(),
         soft_fail=True,
     )
-
-    @task
-    def list_incoming() -> list[str]:
-        return tasks.list_incoming()
 
     keys = list_incoming()
     wait_for_files >> keys

@@ -20,7 +20,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag, task
 
 from include.retail import config
-from include.retail.ingest_flow import INGEST_DEFAULT_ARGS, load_files
+from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, load_files
 
 
 @dag(

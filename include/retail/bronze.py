@@ -1,38 +1,28 @@
-"""Load typed rows into bronze in one transaction, with the file's ledger row (``include.retail.ledger``).
+"""COPY a file's typed rows into bronze, inside the caller's load transaction (``ingest.load_into_bronze``, which
+writes the file's ledger row in the same transaction through ``include.retail.ledger``).
 
 Rows go in with COPY: first into a temporary table holding only the source columns (temporary
 tables write no WAL, so this is the cheap place for PostgreSQL to parse 500k rows of text), then into
 ``bronze.retail_transactions`` with the file's lineage added as constants in one INSERT … SELECT.
 That is about twice as fast as COPYing the lineage text on every row.
 
-Functions here take a psycopg connection in autocommit mode and open their own transactions, so
-that a ledger row is committed whether or not the caller goes on to raise.
+Nothing here commits: the caller's transaction holds the rows and the ledger row together, so a file is in
+bronze whole or not at all.
 """
 
 from __future__ import annotations
 
 import io
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 import polars as pl
 import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from include.retail.contract import COLUMNS, TypedRows
-from include.retail.ledger import (
-    LoadResult,
-    SourceFile,
-    Status,
-    current_batch_with_rows,
-    insert_ledger_row,
-    loaded_batch_of,
-    record_rows_fingerprint,
-)
+from include.retail.contract import COLUMNS, TypedSheet
+from include.retail.ledger import SourceFile, Status
 
 # The columns of a staged row: the contract's, plus where in the file it came from.
 STAGED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
@@ -48,9 +38,12 @@ _FINGERPRINT_VERSION = "v1"
 
 
 @dataclass(frozen=True)
-class TypedSheet:
-    name: str | None
-    typed: TypedRows
+class CopiedRows:
+    """What one COPY put into bronze."""
+
+    rows_loaded: int
+    rows_rejected: int
+    rows_overlapping: int  # identical to a row of another current file (a partial re-export)
 
 
 def _cursor(conn: psycopg.Connection) -> psycopg.Cursor:
@@ -80,7 +73,7 @@ def rows_fingerprint(sheets: Sequence[TypedSheet]) -> str:
     tells a re-export of the same rows (a workbook saved as CSV) from any other file.
     """
     frames = [
-        sheet.typed.rows.select(
+        sheet.rows.select(
             *(pl.col(column) for column in COLUMNS if column != "unit_price"),
             pl.col("unit_price").cast(pl.Float64),
         )
@@ -94,7 +87,7 @@ def rows_fingerprint(sheets: Sequence[TypedSheet]) -> str:
     return f"{_FINGERPRINT_VERSION}:{rows.height}:{(high << 32) + low:x}"
 
 
-def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> int | None:
+def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> int:
     """How many staged rows are identical (the eight source columns) to a row of another current file.
 
     Only rows of other current files within the staged rows' dates are read (BRIN on invoice_date), so
@@ -106,8 +99,8 @@ def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> 
         return 0
     cur.execute(
         sql.SQL(
-            """
-            select count(*) from {} as new_row
+            f"""
+            select count(*) from {{}} as new_row
             where exists (
                 select 1
                 from bronze.retail_transactions as other
@@ -116,7 +109,7 @@ def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> 
                 where
                     other.invoice_date between %s and %s
                     and other.source_key <> %s
-                    and other_load.status = 'loaded'
+                    and other_load.status = '{Status.LOADED}'
                     and other_load.superseded_by is null
                     and other.invoice_date = new_row.invoice_date
                     and (other.invoice_no, other.stock_code, other.description, other.quantity,
@@ -132,49 +125,13 @@ def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> 
     return cur.fetchone()[0]
 
 
-def load_into_bronze(
-    conn: psycopg.Connection,
-    source: SourceFile,
-    sheets: Sequence[TypedSheet],
-    *,
-    batch_id: str | None = None,
-    started_at: datetime,
-    read_seconds: float | None = None,
-    run_id: str | None = None,
-) -> LoadResult:
-    """Load every sheet's rows and rejected rows, and the ledger row, in one transaction.
-
-    Idempotent by content: under a lock on the content hash, a version already loaded is recorded as a
-    duplicate and nothing else is written. So is a file whose typed rows are exactly those of another
-    current file (``rows_fingerprint``: the same data re-exported in another format or order); a file
-    that shares only some rows loads, and the ledger counts them (``rows_overlapping``). A new version
-    of a key that was loaded before supersedes the older load (its rows stay in bronze;
-    ``retail_transactions_current`` leaves them out).
-    """
-    batch_id = batch_id or str(uuid.uuid4())
-    clock = time.perf_counter()
-    result = LoadResult(
-        key=source.key,
-        batch_id=batch_id,
-        status=Status.LOADED,
-        sheets=[sheet.name for sheet in sheets if sheet.name is not None],
-        read_seconds=read_seconds,
-    )
+def copy_into_bronze(
+    conn: psycopg.Connection, source: SourceFile, sheets: Sequence[TypedSheet], batch_id: str
+) -> CopiedRows:
+    """COPY every sheet's rows (with the file's lineage) and rejected rows, in the caller's transaction."""
     staged = sql.Identifier("staged_transactions")
-    fingerprint = rows_fingerprint(sheets)
-    with conn.transaction(), _cursor(conn) as cur:
-        for lock in (source.version, fingerprint):
-            cur.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
-        already = loaded_batch_of(conn, source.version)  # now under the lock: a concurrent load has committed
-        if not already and not fingerprint.endswith(":0"):
-            same_rows = current_batch_with_rows(cur, fingerprint, source.key)
-            already = same_rows[0] if same_rows else None
-        if already:
-            result.status, result.duplicate_of, result.sheets = Status.DUPLICATE, already, []
-            result.load_seconds = round(time.perf_counter() - clock, 3)
-            insert_ledger_row(cur, source, result, started_at, run_id)
-            return result
-
+    rows_rejected = 0
+    with _cursor(conn) as cur:
         cur.execute(
             sql.SQL(
                 "create temporary table {} on commit drop as select {} from bronze.retail_transactions with no data"
@@ -182,17 +139,17 @@ def load_into_bronze(
         )
         for sheet in sheets:
             with_sheet = pl.lit(sheet.name, dtype=pl.String).alias("source_sheet")
-            _copy_frame(cur, staged, STAGED_COLUMNS, sheet.typed.rows.with_columns(with_sheet))
-            if sheet.typed.rejected.height:
+            _copy_frame(cur, staged, STAGED_COLUMNS, sheet.rows.with_columns(with_sheet))
+            if sheet.rejected.height:
                 _copy_frame(
                     cur,
                     sql.SQL("bronze.rejected_rows"),
                     ("batch_id", "source_key", *REJECTED_COLUMNS),
-                    sheet.typed.rejected.with_columns(
+                    sheet.rejected.with_columns(
                         with_sheet, pl.lit(batch_id).alias("batch_id"), pl.lit(source.key).alias("source_key")
                     ),
                 )
-            result.rows_rejected += sheet.typed.rejected.height
+            rows_rejected += sheet.rejected.height
 
         source_columns = sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS))
         cur.execute(
@@ -202,20 +159,7 @@ def load_into_bronze(
                 select {}, %s, %s, %s from {}
                 """
             ).format(source_columns, source_columns, staged),
-            (source.key, source.version, batch_id),
+            (source.key, source.sha256, batch_id),
         )
-        result.rows_loaded = cur.rowcount
-        overlapping = _rows_overlapping(cur, staged, source.key)
-        result.load_seconds = round(time.perf_counter() - clock, 3)
-        insert_ledger_row(cur, source, result, started_at, run_id)
-        record_rows_fingerprint(cur, batch_id, fingerprint, overlapping)
-        cur.execute(
-            """
-            update bronze.load_ledger set superseded_by = %s
-            where source_key = %s and status = 'loaded' and superseded_by is null and batch_id <> %s
-            returning batch_id
-            """,
-            (batch_id, source.key, batch_id),
-        )
-        result.superseded = [str(row[0]) for row in cur.fetchall()]
-    return result
+        rows_loaded = cur.rowcount
+        return CopiedRows(rows_loaded, rows_rejected, _rows_overlapping(cur, staged, source.key))

@@ -84,6 +84,9 @@ MAX_CELL_CHARACTERS = 32_767
 
 FORMULA_WITHOUT_RESULT = "a formula with no saved result: open and save the file in Excel, or export it as CSV"
 NUL_CHARACTER = "contains a NUL character"
+# Rejected rows a quarantine report shows, at most.
+REPORT_SAMPLE_ROWS = 50
+
 # PostgreSQL text (and jsonb) cannot hold NUL: a rejected row's raw values show it as this symbol.
 _NUL_SHOWN_AS = "\u2400"
 
@@ -149,9 +152,10 @@ def match_header(header: list[object]) -> HeaderMatch:
 
 
 @dataclass(frozen=True)
-class TypedRows:
-    """One sheet's rows after typing: what bronze takes, and what it cannot."""
+class TypedSheet:
+    """One sheet (or the CSV) after typing: what bronze takes, and what it cannot."""
 
+    name: str | None  # None for a CSV
     rows: pl.DataFrame  # COLUMNS typed, plus source_row
     rejected: pl.DataFrame  # source_row, reason, raw_values (JSON text of the row as written)
 
@@ -202,9 +206,13 @@ _PARSERS: dict[str, tuple[Callable[[pl.Series], pl.Series], Callable[[pl.Series]
 
 
 def type_rows(
-    raw: pl.DataFrame, written_as: dict[str, str], unsaved_formulas: dict[str, list[int]] | None = None
-) -> TypedRows:
-    """Type a sheet's text columns (named as bronze names them, plus source_row).
+    raw: pl.DataFrame,
+    written_as: dict[str, str],
+    unsaved_formulas: dict[str, list[int]] | None = None,
+    *,
+    sheet_name: str | None = None,
+) -> TypedSheet:
+    """Type the text columns (named as bronze names them, plus source_row) of the sheet ``sheet_name``.
 
     Text columns are kept exactly as written, spaces included: bronze cleans nothing. A blank
     value is a null, which is a value; only a non-blank value that cannot be typed rejects its row,
@@ -233,10 +241,10 @@ def type_rows(
                 problems.append((untypeable, reason))
     typed = raw.with_columns(**typed_columns)
     if not problems:
-        return TypedRows(rows=typed, rejected=_no_rejections())
+        return TypedSheet(sheet_name, rows=typed, rejected=_no_rejections())
     bad = pl.select(pl.any_horizontal(mask for mask, _ in problems)).to_series()
     if not bad.any():
-        return TypedRows(rows=typed, rejected=_no_rejections())
+        return TypedSheet(sheet_name, rows=typed, rejected=_no_rejections())
     # Reasons are spelled out for the few bad rows only.
     failures = [pl.when(pl.lit(mask.filter(bad))).then(reason) for mask, reason in problems]
     rejected = raw.filter(bad).select(
@@ -249,8 +257,31 @@ def type_rows(
         .struct.json_encode()
         .alias("raw_values"),
     )
-    return TypedRows(rows=typed.filter(~bad), rejected=rejected)
+    return TypedSheet(sheet_name, rows=typed.filter(~bad), rejected=rejected)
 
 
 def _no_rejections() -> pl.DataFrame:
     return pl.DataFrame(schema={"source_row": pl.Int32, "reason": pl.String, "raw_values": pl.String})
+
+
+def check_rejected_share(source_name: str, sheets: list[TypedSheet], row_count: int, max_fraction: float) -> None:
+    """Reject the whole file when more than ``max_fraction`` of its ``row_count`` rows cannot be typed: so many
+    bad rows mean a file the contract misreads (a shifted column, a foreign export), not a few typos."""
+    rejected = sum(sheet.rejected.height for sheet in sheets)
+    if not rejected or rejected <= max_fraction * row_count:
+        return
+    first = next(sheet for sheet in sheets if sheet.rejected.height)
+    example = first.rejected.row(0, named=True)
+    where = f"sheet {first.name!r} " if first.name else ""
+    raise FileRejected(
+        source_name,
+        f"{rejected} of {row_count} rows ({rejected / row_count:.1%}) have values that cannot be typed, more than "
+        f"the {max_fraction:.1%} allowed; first: {where}row {example['source_row']}: {example['reason']}",
+        details={
+            "rejected_rows": [
+                {"sheet": sheet.name, **row}
+                for sheet in sheets
+                for row in sheet.rejected.head(REPORT_SAMPLE_ROWS).to_dicts()
+            ][:REPORT_SAMPLE_ROWS]
+        },
+    )

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from include.retail import config
+from include.retail import config, ledger
 
 OK, WARNING, CRITICAL = 0, 1, 2
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -51,9 +51,7 @@ def check_warehouse(
     """Reachable, when the last file was loaded, loaded batches silver lacks, files the ledger marks failed."""
     try:
         with connect() as conn:
-            (finished_at,) = conn.execute(
-                "select max(finished_at) from bronze.load_ledger where status = 'loaded'"
-            ).fetchone()
+            finished_at = ledger.last_loaded_at(conn)
             checks = [Check("warehouse", OK, "reachable")]
             if finished_at is None:
                 checks.append(Check("last successful load", WARNING, "none yet"))
@@ -74,8 +72,6 @@ def _keys(items: list[dict]) -> str:
 def check_batches_not_in_silver(conn, now: datetime, *, stranded_after: timedelta = NOT_IN_SILVER_AFTER) -> Check:
     """Loaded batches silver does not hold yet: a warning while a transform may still be on its way, critical
     once the oldest has waited longer than ``stranded_after`` (its rows are stranded in bronze)."""
-    from include.retail import ledger
-
     name = "loaded, not in silver"
     try:
         with conn.transaction():  # a failed query leaves the connection usable for the next check
@@ -94,8 +90,6 @@ def check_batches_not_in_silver(conn, now: datetime, *, stranded_after: timedelt
 def check_failed_files(conn) -> Check:
     """Files the ledger marks failed (the platform's fault, after the last try): they wait in incoming/ and
     are not taken again until they change, so somebody must look."""
-    from include.retail import ledger
-
     name = "failed files"
     try:
         with conn.transaction():

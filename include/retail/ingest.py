@@ -1,14 +1,18 @@
 """Ingest one S3 object: fetch, check, load into bronze, then file it under processed/ or quarantine/.
 
+Also what the ingest DAGs decide around the loads: which files under incoming/ to take, recording a file
+``failed`` after its last try, and announcing what was loaded.
+
 The order makes every step safe to repeat after a crash: the ledger is written before the object
 moves, so a re-run of a loaded file finds its content in the ledger, records a duplicate and only
 finishes the move.
 
 Every error is either the file's fault or the platform's. The file's (a contract breach, a file the
 reader cannot read or crashes on, a value PostgreSQL refuses) is final: FileRejected, quarantined with a
-report, once. The platform's (the warehouse or S3 unreachable) is a PlatformFault: retried with backoff,
-and after the last try recorded ``failed`` in the ledger (record_failed), so that the waiting DAG leaves
-the file alone until its content changes or someone triggers ``retail_ingest_file`` for it.
+report, once (the Airflow task turns it into Airflow's no-retry failure). The platform's (the warehouse
+or S3 unreachable) is a PlatformFault: retried with backoff, and after the last try recorded ``failed``
+in the ledger (record_failed), so that the waiting DAG leaves the file alone until its content changes
+or someone triggers ``retail_ingest_file`` for it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,22 +36,17 @@ import psycopg
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from include.retail import config
-from include.retail.bronze import TypedSheet, load_into_bronze
-from include.retail.contract import FileRejected
-from include.retail.ledger import (
-    LoadResult,
-    SourceFile,
-    Status,
-    loaded_batch_of,
-    record_without_loading,
-    rejected_in_run,
-)
+from include.retail import alerts, config, ledger
+from include.retail.bronze import copy_into_bronze, rows_fingerprint
+from include.retail.contract import FileRejected, TypedSheet, check_rejected_share
+from include.retail.ledger import LoadResult, SourceFile, Status
+from include.retail.reports import load_summary
 from include.retail.sandboxed_read import ReadLimits, read_typed
 
 log = logging.getLogger(__name__)
 
-_REPORT_SAMPLE_ROWS = 50
+# A waiting run takes at most this many files; the next run takes the rest.
+MAX_FILES_PER_RUN = 100
 
 # Errors of the machine, not of the file, that may surface while reading: retried, never a rejection.
 _RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EIO, errno.EROFS})
@@ -55,15 +54,6 @@ _RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.EN
 # PostgreSQL refusing a value (SQLSTATE class 22, data exception: a NUL byte, an invalid byte sequence, a
 # number out of range) or a limit (class 54: a value too long) is the file's fault; anything else is not.
 _REFUSED_VALUE_CLASSES = ("22", "54")
-
-
-class QuarantinedFile(FileRejected, AirflowFailException):
-    """A rejected file, once its ledger row and quarantine are written: final for Airflow (no retry).
-    FileRejected itself is a plain exception, so that the reader's child process needs no Airflow."""
-
-    @classmethod
-    def of(cls, rejection: FileRejected) -> QuarantinedFile:
-        return cls(rejection.source, rejection.reason, rejection.details)
 
 
 class PlatformFault(Exception):
@@ -94,6 +84,44 @@ def filed_key(key: str, prefix: str) -> str:
     """Where an object goes once handled: its path under incoming/, re-rooted at ``prefix``."""
     relative = key.removeprefix(config.INCOMING_PREFIX)
     return prefix + relative
+
+
+def etag_of(s3_object: dict) -> str | None:
+    """An object's ETag as S3 lists it, without its quotes."""
+    return (s3_object.get("ETag") or "").strip('"') or None
+
+
+def files_waiting(s3_objects: Iterable[dict]) -> dict[str, str | None]:
+    """Key -> ETag of the listed objects (S3 metadata dicts), folder markers left out."""
+    return {item["Key"]: etag_of(item) for item in s3_objects if not item["Key"].endswith("/")}
+
+
+def takeable_keys(conn: psycopg.Connection, candidates: dict[str, str | None]) -> list[str]:
+    """The keys of ``candidates`` (key -> ETag), in name order, but those whose ETag the ledger records as
+    failed: such a file waits, unchanged, for someone to look (a manual ``retail_ingest_file`` run still
+    takes it); taking it again would fail again, and alert again, for ever."""
+    failed = ledger.failed_etags(conn)
+    return sorted(key for key, etag in candidates.items() if etag is None or failed.get(key) != etag)
+
+
+def keys_to_load(s3: S3Hook, bucket: str, conn: psycopg.Connection) -> list[str]:
+    """The keys a waiting run loads: what waits under incoming/ and may be taken, at most MAX_FILES_PER_RUN."""
+    candidates = files_waiting(s3.iter_file_metadata(config.INCOMING_PREFIX, bucket_name=bucket))
+    return takeable_keys(conn, candidates)[:MAX_FILES_PER_RUN]
+
+
+def any_to_load(s3_objects: list[dict], connect: Callable[[], psycopg.Connection]) -> bool:
+    """Whether the listed objects hold a file to load (the waiting sensor's check): not only folder markers
+    and failed files. When the ledger cannot be read, yes: the loads then meet (and report) the fault."""
+    candidates = files_waiting(s3_objects)
+    if not candidates:
+        return False
+    try:
+        with connect() as conn:
+            return bool(takeable_keys(conn, candidates))
+    except Exception:
+        log.warning("could not read the failed files from the ledger", exc_info=True)
+        return True
 
 
 def _sha256(path: Path) -> str:
@@ -230,10 +258,55 @@ def ingest_object(
     try:
         with _one_handler_per_key(conn, key):
             return _ingest_held_object(s3, bucket, key, conn, max_rejected_fraction, read_limits, run_id, learnt)
-    except (AirflowException, PlatformFault):
-        raise  # FileRejected, AlreadyHandled, a missing key, a task timeout: already final or classified
+    except (FileRejected, AirflowException, PlatformFault):
+        raise  # quarantined, AlreadyHandled, a missing key, a task timeout: already final or classified
     except Exception as error:
         raise PlatformFault(key, error, learnt.get("source")) from error
+
+
+def ingest_or_record_failed(
+    s3: S3Hook,
+    bucket: str,
+    key: str,
+    connect: Callable[[], psycopg.Connection],
+    *,
+    max_rejected_fraction: float,
+    read_limits: ReadLimits,
+    run_id: str | None,
+    last_try: bool,
+) -> LoadResult:
+    """``ingest_object`` over a connection from ``connect``; a platform fault on the ``last_try`` records the
+    file ``failed`` before it is raised, so that the waiting DAG leaves it alone (and alerts once) until its
+    content changes or someone asks."""
+    try:
+        with connect() as conn:
+            return ingest_object(
+                s3,
+                bucket,
+                key,
+                conn,
+                max_rejected_fraction=max_rejected_fraction,
+                read_limits=read_limits,
+                run_id=run_id,
+            )
+    except PlatformFault as fault:
+        if last_try:
+            _record_failed_if_possible(connect, s3, bucket, fault, run_id)
+        raise
+
+
+def _record_failed_if_possible(
+    connect: Callable[[], psycopg.Connection], s3: S3Hook, bucket: str, fault: PlatformFault, run_id: str | None
+) -> None:
+    """Best effort: when the warehouse itself is still down there is nowhere to record it, and the next
+    waiting run takes the file again (its failure alert has gone out either way)."""
+    try:
+        with connect() as conn:
+            record_failed(conn, s3, bucket, fault, run_id=run_id)
+    except Exception:
+        log.exception("%s: could not record the file as failed in the ledger", fault.key)
+        return
+    fault.recorded_failed = True
 
 
 def _ingest_held_object(
@@ -255,15 +328,22 @@ def _ingest_held_object(
         local = workdir / _local_name(key)
         s3.get_conn().download_file(bucket, key, str(local))
         source = SourceFile(
-            key=key, version=_sha256(local), etag=head.get("ETag", "").strip('"') or None, size=local.stat().st_size
+            key=key, sha256=_sha256(local), etag=head.get("ETag", "").strip('"') or None, size=local.stat().st_size
         )
         learnt["source"] = source
         reject = _rejecter(s3, bucket, conn, source, batch_id, started_at, run_id)
 
-        already = loaded_batch_of(conn, source.version)
+        already = ledger.loaded_batch_of(conn, source.sha256)
         if already:
-            result = LoadResult(key=key, batch_id=batch_id, status=Status.DUPLICATE, duplicate_of=already)
-            record_without_loading(conn, source, result, started_at=started_at, run_id=run_id)
+            result = ledger.record(
+                conn,
+                source,
+                Status.DUPLICATE,
+                batch_id=batch_id,
+                started_at=started_at,
+                run_id=run_id,
+                duplicate_of=already,
+            )
             _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
             return result
 
@@ -272,7 +352,7 @@ def _ingest_held_object(
         try:
             typed = _read(local, key, read_limits, workdir)
             sheets = typed.sheets
-            _check_rejected_share(key, sheets, typed.row_count, max_rejected_fraction)
+            check_rejected_share(key, sheets, typed.row_count, max_rejected_fraction)
         except FileRejected as rejection:
             reject(rejection, sheets, round(time.perf_counter() - clock, 3))
         read_seconds = round(time.perf_counter() - clock, 3)
@@ -288,6 +368,56 @@ def _ingest_held_object(
             reject(FileRejected(key, _refused_value(error)), sheets, read_seconds)
     _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
     return result
+
+
+def load_into_bronze(
+    conn: psycopg.Connection,
+    source: SourceFile,
+    sheets: list[TypedSheet],
+    *,
+    batch_id: str | None = None,
+    started_at: datetime,
+    read_seconds: float | None = None,
+    run_id: str | None = None,
+) -> LoadResult:
+    """Load every sheet's rows and rejected rows, and the ledger row, in one transaction.
+
+    Idempotent by content: under a lock on the content hash, a version already loaded is recorded as a
+    duplicate and nothing else is written. So is a file whose typed rows are exactly those of another
+    current file (``bronze.rows_fingerprint``: the same data re-exported in another format or order); a file
+    that shares only some rows loads, and the ledger counts them (``rows_overlapping``). A new version
+    of a key that was loaded before supersedes the older load (its rows stay in bronze;
+    ``retail_transactions_current`` leaves them out).
+    """
+    batch_id = batch_id or str(uuid.uuid4())
+    clock = time.perf_counter()
+    fingerprint = rows_fingerprint(sheets)
+    recorded = {"source": source, "batch_id": batch_id, "started_at": started_at, "run_id": run_id}
+    with conn.transaction():
+        ledger.lock_content(conn, source, fingerprint)
+        has_rows = any(sheet.rows.height for sheet in sheets)
+        already = ledger.earlier_load_of(conn, source, fingerprint, has_rows=has_rows)
+        if already:
+            return ledger.record(
+                conn,
+                status=Status.DUPLICATE,
+                duplicate_of=already,
+                read_seconds=read_seconds,
+                load_seconds=round(time.perf_counter() - clock, 3),
+                **recorded,
+            )
+        copied = copy_into_bronze(conn, source, sheets, batch_id)
+        return ledger.record_loaded(
+            conn,
+            rows_loaded=copied.rows_loaded,
+            rows_rejected=copied.rows_rejected,
+            sheets=[sheet.name for sheet in sheets if sheet.name is not None],
+            read_seconds=read_seconds,
+            load_seconds=round(time.perf_counter() - clock, 3),
+            fingerprint=fingerprint,
+            rows_overlapping=copied.rows_overlapping,
+            **recorded,
+        )
 
 
 def _read(local: Path, key: str, limits: ReadLimits | None, workdir: Path):
@@ -336,18 +466,21 @@ def _rejecter(
     """Reject the file: its ``rejected`` ledger row, then quarantine with the report, then raise."""
 
     def reject(rejection: FileRejected, sheets: list[TypedSheet], read_seconds: float | None) -> NoReturn:
-        result = LoadResult(
-            key=source.key,
-            batch_id=batch_id,
-            status=Status.REJECTED,
-            rows_rejected=sum(sheet.typed.rejected.height for sheet in sheets),
-            error=rejection.reason,
-            read_seconds=read_seconds,
-        )
-        if not rejected_in_run(conn, source.key, source.version, run_id):
-            record_without_loading(conn, source, result, started_at=started_at, run_id=run_id)
-        _quarantine(s3, bucket, source.key, _report(source, result, rejection))
-        raise QuarantinedFile.of(rejection) from rejection
+        rows_rejected = sum(sheet.rejected.height for sheet in sheets)
+        if not ledger.rejected_in_run(conn, source.key, source.sha256, run_id):
+            ledger.record(
+                conn,
+                source,
+                Status.REJECTED,
+                batch_id=batch_id,
+                started_at=started_at,
+                run_id=run_id,
+                rows_rejected=rows_rejected,
+                error=rejection.reason,
+                read_seconds=read_seconds,
+            )
+        _quarantine(s3, bucket, source.key, _report(source, batch_id, rows_rejected, rejection))
+        raise rejection
 
     return reject
 
@@ -357,8 +490,8 @@ def record_failed(
 ) -> LoadResult:
     """After the last try: record the file ``failed``, with the ETag the waiting DAG will leave alone.
 
-    When the fault came before the file was read, its ETag and size come from S3 (if S3 answers) and its
-    version stands in as ``etag:<ETag>``: no loaded content has that version, so it blocks nothing.
+    When the fault came before the file was read, its ETag and size come from S3 (if S3 answers) and
+    ``etag:<ETag>`` stands in for its SHA-256: no loaded content has that hash, so it blocks nothing.
     """
     source = fault.source
     if source is None:
@@ -370,45 +503,58 @@ def record_failed(
             size = head.get("ContentLength", 0)
         except Exception:
             log.warning("could not read the ETag of s3://%s/%s", bucket, fault.key, exc_info=True)
-        source = SourceFile(key=fault.key, version=f"etag:{etag or 'unknown'}", etag=etag, size=size)
-    result = LoadResult(
-        key=fault.key, batch_id=str(uuid.uuid4()), status=Status.FAILED, error=str(fault).removeprefix(f"{fault.key}: ")
+        source = SourceFile(key=fault.key, sha256=f"etag:{etag or 'unknown'}", etag=etag, size=size)
+    return ledger.record(
+        conn,
+        source,
+        Status.FAILED,
+        batch_id=str(uuid.uuid4()),
+        started_at=datetime.now(UTC),
+        run_id=run_id,
+        error=str(fault).removeprefix(f"{fault.key}: "),
     )
-    record_without_loading(conn, source, result, started_at=datetime.now(UTC), run_id=run_id)
-    return result
 
 
-def _check_rejected_share(key: str, sheets: list[TypedSheet], total: int, limit: float) -> None:
-    rejected = sum(sheet.typed.rejected.height for sheet in sheets)
-    if rejected and rejected > limit * total:
-        first = next(sheet for sheet in sheets if sheet.typed.rejected.height)
-        example = first.typed.rejected.row(0, named=True)
-        where = f"sheet {first.name!r} " if first.name else ""
-        raise FileRejected(
-            key,
-            f"{rejected} of {total} rows ({rejected / total:.1%}) have values that cannot be typed, more than the "
-            f"{limit:.1%} allowed; first: {where}row {example['source_row']}: {example['reason']}",
-            details={
-                "rejected_rows": [
-                    {"sheet": sheet.name, **row}
-                    for sheet in sheets
-                    for row in sheet.typed.rejected.head(_REPORT_SAMPLE_ROWS).to_dicts()
-                ][:_REPORT_SAMPLE_ROWS]
-            },
-        )
-
-
-def _report(source: SourceFile, result: LoadResult, rejection: FileRejected) -> dict:
+def _report(source: SourceFile, batch_id: str, rows_rejected: int, rejection: FileRejected) -> dict:
     """The report left beside a quarantined file: enough to fix the file without opening the logs."""
     return {
         "file": source.key,
-        "status": "rejected",
+        "status": Status.REJECTED,
         "reason": rejection.reason,
-        "batch_id": result.batch_id,
-        "sha256": source.version,
+        "batch_id": batch_id,
+        "sha256": source.sha256,
         "bytes": source.size,
-        "rows_rejected": result.rows_rejected,
+        "rows_rejected": rows_rejected,
         "rejected_at": datetime.now(UTC).isoformat(),
         **rejection.details,
         "what_to_do": "Fix the file and upload it again under incoming/; nothing from it was loaded.",
     }
+
+
+def announce_batches(conn: psycopg.Connection, run_id: str, *, alerts_topic: Callable[[], str]) -> dict | None:
+    """Publish what the run loaded, and every loaded batch an earlier run never announced, to the SNS topic
+    ``alerts_topic`` names (asked only when there is something to publish); None when there is nothing to
+    announce (the task then skips, so its outlet emits no bronze Asset event).
+
+    Every loaded batch reaches silver: a run killed after its bronze commit (before the move, or with S3
+    or SNS gone) leaves its batch unannounced in the ledger, and the next run, even one that finds only
+    duplicates, announces it. The ledger is marked only after the summary is published, so a failed
+    publish is retried. Airflow records the Asset event after the task returns: if the task dies in
+    that window its retry finds the batches marked by this same run and announces them again (at least
+    once: a summary may go out twice, a batch is never stranded; past the last retry ``make health``
+    lists the batch as missing from silver).
+    """
+    results = ledger.ledger_rows_of_run(conn, run_id)
+    pending = {batch["batch_id"]: batch for batch in ledger.batches_announced_by(conn, run_id)}
+    pending |= {batch["batch_id"]: batch for batch in ledger.unannounced_batches(conn)}
+    details = ledger.load_details(conn, [result["batch_id"] for result in results])
+    if not pending:
+        return None
+    results = [result | details.get(result["batch_id"], {}) for result in results]
+    of_this_run = {result["batch_id"] for result in results}
+    earlier = [batch for batch_id, batch in pending.items() if batch_id not in of_this_run]
+    subject, message = load_summary(results, run_id=run_id, earlier=earlier)
+    message_id = alerts.publish(alerts_topic(), subject, message)
+    ledger.mark_announced(conn, list(pending), run_id=run_id)
+    earlier = [batch | {"finished_at": batch["finished_at"].isoformat()} for batch in earlier]
+    return {"subject": subject, "message_id": message_id, "files": results, "earlier": earlier}

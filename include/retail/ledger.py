@@ -30,14 +30,14 @@ class SourceFile:
     """The file being loaded, as S3 describes it."""
 
     key: str
-    version: str  # SHA-256 of the bytes: the same content is loaded once, under whatever key
+    sha256: str  # of the bytes (the ledger's source_version): the same content is loaded once, under whatever key
     etag: str | None
     size: int
 
 
 @dataclass
 class LoadResult:
-    """What became of one file: one ledger row."""
+    """What became of one file: one ledger row. Made by ``record`` only, as the row is written."""
 
     key: str
     batch_id: str
@@ -60,21 +60,48 @@ def _cursor(conn: psycopg.Connection) -> psycopg.Cursor:
     return conn.cursor(row_factory=tuple_row)
 
 
-def loaded_batch_of(conn: psycopg.Connection, version: str) -> str | None:
+def loaded_batch_of(conn: psycopg.Connection, sha256: str) -> str | None:
     """The batch that already loaded this content, if any."""
     with _cursor(conn) as cur:
         cur.execute(
-            "select batch_id from bronze.load_ledger where source_version = %s and status = 'loaded'",
-            (version,),
+            f"select batch_id from bronze.load_ledger where source_version = %s and status = '{Status.LOADED}'",
+            (sha256,),
         )
         row = cur.fetchone()
     return str(row[0]) if row else None
 
 
-def insert_ledger_row(
-    cur: psycopg.Cursor, source: SourceFile, result: LoadResult, started_at: datetime, run_id: str | None
-) -> None:
-    cur.execute(
+def record(
+    conn: psycopg.Connection,
+    source: SourceFile,
+    status: Status,
+    *,
+    batch_id: str,
+    started_at: datetime,
+    run_id: str | None,
+    rows_loaded: int = 0,
+    rows_rejected: int = 0,
+    sheets: list[str] | None = None,
+    duplicate_of: str | None = None,
+    error: str | None = None,
+    read_seconds: float | None = None,
+    load_seconds: float | None = None,
+) -> LoadResult:
+    """Write the file's ledger row and return it as a LoadResult: the one place both are made, so that a new
+    column is added here. One statement: in the caller's transaction if it has one, else committed at once."""
+    result = LoadResult(
+        key=source.key,
+        batch_id=batch_id,
+        status=status,
+        rows_loaded=rows_loaded,
+        rows_rejected=rows_rejected,
+        sheets=sheets or [],
+        duplicate_of=duplicate_of,
+        error=error,
+        read_seconds=read_seconds,
+        load_seconds=load_seconds,
+    )
+    conn.execute(
         """
         insert into bronze.load_ledger (
             batch_id, source_key, source_version, source_etag, source_bytes, status,
@@ -86,7 +113,7 @@ def insert_ledger_row(
         (
             result.batch_id,
             source.key,
-            source.version,
+            source.sha256,
             source.etag,
             source.size,
             result.status,
@@ -101,19 +128,93 @@ def insert_ledger_row(
             result.load_seconds,
         ),
     )
+    return result
 
 
-def record_without_loading(
+def lock_content(conn: psycopg.Connection, source: SourceFile, fingerprint: str) -> None:
+    """Inside a load's transaction: wait for any load of the same content or the same rows to commit, so
+    that the checks that follow (``earlier_load_of``) see it."""
+    for lock in (source.sha256, fingerprint):
+        conn.execute("select pg_advisory_xact_lock(hashtextextended(%s, 0))", (lock,))
+
+
+def earlier_load_of(conn: psycopg.Connection, source: SourceFile, fingerprint: str, *, has_rows: bool) -> str | None:
+    """The current batch this file would duplicate: the same bytes, or (when it has rows) the same typed rows
+    under another key (a re-export in another format or order). Call it under ``lock_content``."""
+    already = loaded_batch_of(conn, source.sha256)
+    if not already and has_rows:
+        same_rows = current_batch_with_rows(conn, fingerprint, source.key)
+        already = same_rows[0] if same_rows else None
+    return already
+
+
+def record_loaded(
     conn: psycopg.Connection,
     source: SourceFile,
-    result: LoadResult,
     *,
+    batch_id: str,
     started_at: datetime,
     run_id: str | None,
-) -> None:
-    """Write the ledger row of a file that loads nothing (a duplicate, or a rejected file)."""
-    with conn.transaction(), _cursor(conn) as cur:
-        insert_ledger_row(cur, source, result, started_at, run_id)
+    rows_loaded: int,
+    rows_rejected: int,
+    sheets: list[str],
+    read_seconds: float | None,
+    load_seconds: float,
+    fingerprint: str,
+    rows_overlapping: int | None,
+) -> LoadResult:
+    """Inside the load's transaction: the ``loaded`` row with the rows' fingerprint and overlap, and the key's
+    earlier current load superseded (its rows stay in bronze; retail_transactions_current leaves them out)."""
+    result = record(
+        conn,
+        source,
+        Status.LOADED,
+        batch_id=batch_id,
+        started_at=started_at,
+        run_id=run_id,
+        rows_loaded=rows_loaded,
+        rows_rejected=rows_rejected,
+        sheets=sheets,
+        read_seconds=read_seconds,
+        load_seconds=load_seconds,
+    )
+    conn.execute(
+        "update bronze.load_ledger set rows_fingerprint = %s, rows_overlapping = %s where batch_id = %s",
+        (fingerprint, rows_overlapping, batch_id),
+    )
+    superseded = conn.execute(
+        f"""
+        update bronze.load_ledger set superseded_by = %s
+        where source_key = %s and status = '{Status.LOADED}' and superseded_by is null and batch_id <> %s
+        returning batch_id
+        """,
+        (batch_id, source.key, batch_id),
+    )
+    result.superseded = [str(row[0]) for row in superseded.fetchall()]
+    return result
+
+
+def last_loaded_at(conn: psycopg.Connection) -> datetime | None:
+    """When the latest file was loaded (None before the first): how fresh bronze is."""
+    with _cursor(conn) as cur:
+        cur.execute(f"select max(finished_at) from bronze.load_ledger where status = '{Status.LOADED}'")
+        return cur.fetchone()[0]
+
+
+def latest_row_of(conn: psycopg.Connection, key: str, since: datetime) -> dict | None:
+    """The latest ledger row of ``key`` written since ``since`` (status, rows_loaded, rows_rejected, error,
+    duplicate_of), or None: what became of one upload."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            """
+            select status, rows_loaded, rows_rejected, error, duplicate_of
+            from bronze.load_ledger where source_key = %s and started_at >= %s
+            order by finished_at desc limit 1
+            """,
+            (key, since),
+        )
+        row = cur.fetchone()
+    return row and row | {"status": Status(row["status"])}
 
 
 def ledger_rows_of_run(conn: psycopg.Connection, run_id: str) -> list[dict]:
@@ -151,16 +252,16 @@ def failed_files(conn: psycopg.Connection) -> list[dict]:
     error, finished_at. They wait in incoming/ for someone to look; a later load or rejection clears them."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            """
+            f"""
             select key, etag, error, finished_at
             from (
                 select distinct on (source_key)
                     source_key as key, source_etag as etag, error, finished_at, status
                 from bronze.load_ledger
-                where source_key in (select source_key from bronze.load_ledger where status = 'failed')
+                where source_key in (select source_key from bronze.load_ledger where status = '{Status.FAILED}')
                 order by source_key, finished_at desc
             ) as latest
-            where status = 'failed'
+            where status = '{Status.FAILED}'
             order by finished_at
             """
         )
@@ -172,7 +273,7 @@ def failed_etags(conn: psycopg.Connection) -> dict[str, str]:
     return {file["key"]: file["etag"] for file in failed_files(conn) if file["etag"]}
 
 
-_PENDING_ANNOUNCEMENT = """
+_PENDING_ANNOUNCEMENT = f"""
     select
         ledger.source_key as key,
         ledger.batch_id::text as batch_id,
@@ -183,9 +284,9 @@ _PENDING_ANNOUNCEMENT = """
         ledger.finished_at
     from bronze.load_ledger as ledger
     where
-        ledger.status = 'loaded'
+        ledger.status = '{Status.LOADED}'
         and ledger.superseded_by is null
-        and {condition}
+        and {{condition}}
     order by ledger.finished_at, ledger.source_key
 """
 
@@ -248,7 +349,7 @@ def batches_missing_from_silver(conn: psycopg.Connection) -> list[dict]:
             select ledger.source_key as key, ledger.batch_id::text as batch_id, ledger.rows_loaded,
                    ledger.finished_at
             from bronze.load_ledger as ledger
-            where ledger.status = 'loaded' and ledger.superseded_by is null and ledger.rows_loaded > 0
+            where ledger.status = '{Status.LOADED}' and ledger.superseded_by is null and ledger.rows_loaded > 0
                 {not_held}
             order by ledger.finished_at, ledger.source_key
             """
@@ -256,27 +357,20 @@ def batches_missing_from_silver(conn: psycopg.Connection) -> list[dict]:
         return list(cur.fetchall())
 
 
-def current_batch_with_rows(cur: psycopg.Cursor, fingerprint: str, key: str) -> tuple[str, str] | None:
+def current_batch_with_rows(conn: psycopg.Connection, fingerprint: str, key: str) -> tuple[str, str] | None:
     """A current load of another key whose typed rows are exactly these (batch id, key): a re-export."""
-    cur.execute(
-        """
-        select batch_id::text, source_key from bronze.load_ledger
-        where rows_fingerprint = %s and status = 'loaded' and superseded_by is null and source_key <> %s
-        order by finished_at
-        limit 1
-        """,
-        (fingerprint, key),
-    )
-    row = cur.fetchone()
+    with _cursor(conn) as cur:
+        cur.execute(
+            f"""
+            select batch_id::text, source_key from bronze.load_ledger
+            where rows_fingerprint = %s and status = '{Status.LOADED}' and superseded_by is null and source_key <> %s
+            order by finished_at
+            limit 1
+            """,
+            (fingerprint, key),
+        )
+        row = cur.fetchone()
     return (row[0], row[1]) if row else None
-
-
-def record_rows_fingerprint(cur: psycopg.Cursor, batch_id: str, fingerprint: str, overlapping: int | None) -> None:
-    """Store a load's row fingerprint and overlap with other files, inside its load transaction."""
-    cur.execute(
-        "update bronze.load_ledger set rows_fingerprint = %s, rows_overlapping = %s where batch_id = %s",
-        (fingerprint, overlapping, batch_id),
-    )
 
 
 def load_details(conn: psycopg.Connection, batch_ids: list[str]) -> dict[str, dict]:
@@ -294,7 +388,7 @@ def load_details(conn: psycopg.Connection, batch_ids: list[str]) -> dict[str, di
         return {row.pop("batch_id"): row for row in cur.fetchall()}
 
 
-def rejected_in_run(conn: psycopg.Connection, key: str, version: str, run_id: str | None) -> bool:
+def rejected_in_run(conn: psycopg.Connection, key: str, sha256: str, run_id: str | None) -> bool:
     """Whether this run already recorded this content of ``key`` rejected: a retry after the quarantine
     itself failed (S3 down) finishes the quarantine without a second ledger row."""
     if run_id is None:
@@ -302,7 +396,7 @@ def rejected_in_run(conn: psycopg.Connection, key: str, version: str, run_id: st
     with _cursor(conn) as cur:
         cur.execute(
             "select 1 from bronze.load_ledger where source_key = %s and source_version = %s "
-            "and status = 'rejected' and airflow_run_id = %s",
-            (key, version, run_id),
+            f"and status = '{Status.REJECTED}' and airflow_run_id = %s",
+            (key, sha256, run_id),
         )
         return cur.fetchone() is not None

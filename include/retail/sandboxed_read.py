@@ -24,7 +24,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,7 +35,7 @@ from include.retail.workbook_limits import SheetPart, WorkbookLayout
 if TYPE_CHECKING:
     import polars as pl
 
-    from include.retail.bronze import TypedSheet
+    from include.retail.contract import TypedSheet
     from include.retail.reader import Sheet
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +65,18 @@ class ReadLimits:
     max_sheet_cells: int = workbook_limits.MAX_ROWS * 64
     """Cells a sheet's declared dimension may span (rows × columns): a full-height sheet 64 columns wide.
     A reader makes one dense grid of it, 32 bytes a cell before any text."""
+
+    @classmethod
+    def from_settings(cls, setting: Callable[[str], str | None]) -> ReadLimits:
+        """The limits ``setting`` (field name -> text, or None) overrides, the others at their default: settings
+        arrive as text (Airflow Variables), so each is converted to its field's type."""
+        overrides: dict[str, int | float] = {}
+        for limit in fields(cls):
+            value = setting(limit.name)
+            if value is not None:
+                kind = type(limit.default) if limit.default is not MISSING else float
+                overrides[limit.name] = kind(float(value)) if kind is int else kind(value)
+        return cls(**overrides)
 
 
 @dataclass(frozen=True)
@@ -141,14 +154,13 @@ def _run_child(request: dict, limits: ReadLimits, source_name: str) -> dict:
 def _typed_source(outcome: dict, folder: Path) -> TypedSource:
     import polars as pl
 
-    from include.retail.bronze import TypedSheet
-    from include.retail.contract import TypedRows
+    from include.retail.contract import TypedSheet
 
     def frame(name: str) -> pl.DataFrame:
         return pl.read_ipc(folder / name, memory_map=True)
 
     sheets = [
-        TypedSheet(sheet["name"], TypedRows(rows=frame(sheet["rows"]), rejected=frame(sheet["rejected"])))
+        TypedSheet(sheet["name"], rows=frame(sheet["rows"]), rejected=frame(sheet["rejected"]))
         for sheet in outcome["sheets"]
     ]
     return TypedSource(sheets=sheets, row_count=outcome["row_count"], encoding=outcome["encoding"])
@@ -191,7 +203,8 @@ def _read_and_type(path: Path, source_name: str, layout_request: dict, folder: P
     sheets = []
     for number, sheet in enumerate(contents.sheets):
         cells = formulas.get(sheet.name or "", [])
-        typed = type_rows(sheet.raw, sheet.written_as, _by_column(cells, sheet, layout) if cells else None)
+        formulas_by_column = _by_column(cells, sheet, layout) if cells else None
+        typed = type_rows(sheet.raw, sheet.written_as, formulas_by_column, sheet_name=sheet.name)
         names = {"name": sheet.name, "rows": f"rows-{number}.arrow", "rejected": f"rejected-{number}.arrow"}
         typed.rows.write_ipc(folder / names["rows"], compression="uncompressed")
         typed.rejected.write_ipc(folder / names["rejected"], compression="uncompressed")

@@ -60,7 +60,7 @@ def install(stage: Stage) -> None:
     elif stage is Stage.AFTER_COMMIT:
         importlib.import_module("include.retail.ingest")._move = _die
     elif stage is Stage.AFTER_MOVE:
-        importlib.import_module("include.retail.tasks").announce_loads = _die
+        importlib.import_module("include.retail.ingest").announce_batches = _die
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
-from devstack.stack import BUCKET, LOADER_ROLE
+from include.retail.warehouse import LOADER_ROLE
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +131,38 @@ def test_rows_that_cannot_be_typed_go_aside_under_the_threshold(tmp_path, upload
         "select description from bronze.retail_transactions where source_key = %s and source_row = 11", (key,)
     ).fetchone()[0]
     assert description == "RETRO COFFEE MUGS £5"
+
+
+def test_what_became_of_an_upload_is_its_latest_ledger_row_since_the_upload(
+    tmp_path, upload, run_ingest, warehouse
+) -> None:
+    """ledger.latest_row_of: what `make demo` prints; a second upload of the same content is a duplicate."""
+    from datetime import UTC
+
+    from include.retail.ledger import Status, latest_row_of
+
+    path = write_csv(tmp_path / "demo_like.csv", [HEADER, *rows(4, invoice_start=615000)])
+    before = datetime.now(UTC)
+    key = upload(path, "incoming/demo_like.csv")
+    assert run_ingest(key).state == "success"
+    loaded = latest_row_of(warehouse, key, since=before)
+
+    again = datetime.now(UTC)
+    assert run_ingest(upload(path, key)).state == "success"
+    duplicate = latest_row_of(warehouse, key, since=again)
+
+    assert loaded == {
+        "status": Status.LOADED,
+        "rows_loaded": 4,
+        "rows_rejected": 0,
+        "error": None,
+        "duplicate_of": None,
+    }
+    assert duplicate is not None
+    assert duplicate["status"] is Status.DUPLICATE
+    assert duplicate["rows_loaded"] == 0
+    assert duplicate["duplicate_of"] is not None
+    assert latest_row_of(warehouse, key, since=datetime.now(UTC)) is None
 
 
 def test_later_edition_with_a_sheet_per_year_loads_every_sheet(tmp_path, upload, run_ingest, warehouse) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
-from devstack.stack import BUCKET
 from include.retail import config, ingest
 from include.retail.ledger import failed_etags, failed_files
 
@@ -136,7 +136,7 @@ def test_a_failed_file_is_taken_again_once_its_content_changes(stack, tmp_path, 
     """failed_etags keys the hold on the content S3 holds: a new upload (another ETag) is loaded again."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from include.retail import tasks
+    from include.retail.ingest_tasks import wants_loading
 
     key = upload(write_csv(tmp_path / "held.csv", [HEADER, *rows(2, 700200)]), "incoming/held.csv")
     hook = S3Hook(aws_conn_id=config.AWS_CONN_ID)
@@ -145,23 +145,23 @@ def test_a_failed_file_is_taken_again_once_its_content_changes(stack, tmp_path, 
         ingest.record_failed(conn, hook, BUCKET, fault, run_id="test-held")
         etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
         assert failed_etags(conn)[key] == etag
-
-    assert key not in tasks._takeable({key: etag})
-    assert not tasks.wants_loading([{"Key": key, "ETag": f'"{etag}"'}])
+        assert key not in ingest.takeable_keys(conn, {key: etag})
+    assert not wants_loading([{"Key": key, "ETag": f'"{etag}"'}])
 
     upload(write_csv(tmp_path / "held_v2.csv", [HEADER, *rows(3, 700200)]), key)
     new_etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
 
     assert new_etag != etag
-    assert tasks._takeable({key: new_etag}) == [key]
-    assert tasks.wants_loading([{"Key": key, "ETag": f'"{new_etag}"'}])
+    with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
+        assert ingest.takeable_keys(conn, {key: new_etag}) == [key]
+    assert wants_loading([{"Key": key, "ETag": f'"{new_etag}"'}])
     s3.delete_object(Bucket=BUCKET, Key=key)
 
 
 def _restart_moto(stack, reupload: dict[str, bytes]) -> None:
     """moto keeps its state in memory: after a restart, provision again and put back what S3 would have kept."""
-    stack._start_moto()
-    stack._prepare_aws()
+    stack.moto.start()
+    stack.moto.provision()
     client = stack.boto3_client("s3")
     for key, body in reupload.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -178,7 +178,7 @@ def test_s3_down_during_the_move_is_retried_and_nothing_is_doubled(
     def move_while_s3_stops(s3, bucket, source, destination):
         moves.append(source)
         if len(moves) == 1:
-            stack._stop_moto()
+            stack.moto.stop()
             try:
                 return real_move(s3, bucket, source, destination)
             finally:
@@ -208,7 +208,7 @@ def test_s3_down_during_the_quarantine_is_retried_and_the_file_rejected_once(
     def quarantine_while_s3_stops(s3, bucket, source, report):
         quarantines.append(source)
         if len(quarantines) == 1:
-            stack._stop_moto()
+            stack.moto.stop()
             try:
                 return real_quarantine(s3, bucket, source, report)
             finally:
@@ -241,7 +241,7 @@ def test_s3_down_while_alerting_retries_the_alert_and_sends_it_once(
     def publish_while_sns_stops(topic_arn, subject, message):
         attempts.append(subject)
         if len(attempts) == 1:
-            stack._stop_moto()
+            stack.moto.stop()
             try:
                 return real_publish(topic_arn, subject, message)
             finally:
@@ -356,9 +356,9 @@ def test_a_value_postgresql_refuses_is_the_files_fault_rejected_once(
     def read_with_a_nul(path, source_name, limits=None):
         typed = real_read(path, source_name, limits)
         sheet = typed.sheets[0]
-        sheet.typed.rows.replace_column(
-            sheet.typed.rows.get_column_index("description"),
-            pl.Series("description", ["A\x00B"] * sheet.typed.rows.height),
+        sheet.rows.replace_column(
+            sheet.rows.get_column_index("description"),
+            pl.Series("description", ["A\x00B"] * sheet.rows.height),
         )
         return typed
 
@@ -403,13 +403,13 @@ def test_a_killed_task_leaves_no_copy_of_its_input_behind(stack, tmp_path, uploa
 
 
 def test_read_limits_are_airflow_variables_over_the_readers_defaults(stack, monkeypatch) -> None:
-    from include.retail import tasks
+    from include.retail.ingest_tasks import read_limits
     from include.retail.sandboxed_read import ReadLimits
 
-    assert tasks.read_limits() == ReadLimits()
+    assert read_limits() == ReadLimits()
     variable = config.READ_LIMIT_VARIABLE_PREFIX + "max_memory_mb"
     monkeypatch.setenv(f"AIRFLOW_VAR_{variable.upper()}", "512")
-    assert tasks.read_limits() == ReadLimits(max_memory_mb=512)
+    assert read_limits() == ReadLimits(max_memory_mb=512)
 
 
 def test_a_failed_dbt_build_alert_names_the_model_that_failed(

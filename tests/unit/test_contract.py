@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import polars as pl
 import pytest
 
-from include.retail.contract import COLUMNS, match_header, type_rows
+from include.retail.contract import COLUMNS, FileRejected, check_rejected_share, match_header, type_rows
 
 WRITTEN_AS = {
     "invoice_no": "InvoiceNo",
@@ -178,3 +179,31 @@ def test_cells_of_formulas_without_results_reject_their_rows() -> None:
     assert typed.rejected["reason"].to_list() == [
         "Quantity: a formula with no saved result: open and save the file in Excel, or export it as CSV"
     ]
+
+
+def test_too_many_rejected_rows_reject_the_file_naming_the_first() -> None:
+    sheet = type_rows(raw_rows({"quantity": "x"}, {}), WRITTEN_AS, sheet_name="Online Retail")
+
+    check_rejected_share("incoming/a.xlsx", [sheet], 2, max_fraction=0.5)  # 1 of 2: at the limit, kept
+    with pytest.raises(FileRejected) as rejection:
+        check_rejected_share("incoming/a.xlsx", [sheet], 2, max_fraction=0.4)
+
+    assert rejection.value.reason.startswith(
+        "1 of 2 rows (50.0%) have values that cannot be typed, more than the 40.0%"
+    )
+    assert "first: sheet 'Online Retail' row 2: Quantity: expected a whole number, got 'x'" in rejection.value.reason
+    assert [row["sheet"] for row in rejection.value.details["rejected_rows"]] == ["Online Retail"]
+
+
+def test_the_contract_and_the_reader_import_no_airflow() -> None:
+    """The reader's child process and any caller outside Airflow use them: FileRejected is a plain exception."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, include.retail.contract, include.retail.reader, include.retail.sandboxed_read\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'airflow'))"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=repo)
+    assert result.stdout.strip() == "[]"

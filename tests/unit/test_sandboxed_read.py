@@ -45,9 +45,9 @@ def test_a_formula_without_a_saved_result_rejects_its_row_naming_the_column(tmp_
     source = read_in(tmp_path, hostile_files.formula_workbook, "by_openpyxl.xlsx")
     (sheet,) = source.sheets
     assert source.row_count == 3
-    assert sheet.typed.rows["source_row"].to_list() == [2, 4]
-    assert sheet.typed.rows["quantity"].to_list() == [6, 6]  # row 4's formula has its result saved
-    (rejected,) = sheet.typed.rejected.to_dicts()
+    assert sheet.rows["source_row"].to_list() == [2, 4]
+    assert sheet.rows["quantity"].to_list() == [6, 6]  # row 4's formula has its result saved
+    (rejected,) = sheet.rejected.to_dicts()
     assert rejected["source_row"] == 3
     assert rejected["reason"] == (
         "Quantity: a formula with no saved result: open and save the file in Excel, or export it as CSV"
@@ -57,9 +57,9 @@ def test_a_formula_without_a_saved_result_rejects_its_row_naming_the_column(tmp_
 def test_a_nul_character_rejects_its_row_naming_the_column(tmp_path: Path) -> None:
     source = read_in(tmp_path, hostile_files.nul_byte_csv, "nul.csv")
     (sheet,) = source.sheets
-    assert sheet.typed.rows["source_row"].to_list() == [2, 4]
-    assert not any("\x00" in (value or "") for value in sheet.typed.rows["description"].to_list())
-    (rejected,) = sheet.typed.rejected.to_dicts()
+    assert sheet.rows["source_row"].to_list() == [2, 4]
+    assert not any("\x00" in (value or "") for value in sheet.rows["description"].to_list())
+    (rejected,) = sheet.rejected.to_dicts()
     assert (rejected["source_row"], rejected["reason"]) == (3, "Description: contains a NUL character")
     assert json.loads(rejected["raw_values"])["Description"] == "WHITE HANGING\u2400HEART"  # storable in jsonb
 
@@ -68,16 +68,16 @@ def test_utf16_csv_with_a_bom_is_read(tmp_path: Path) -> None:
     source = read_in(tmp_path, hostile_files.utf16_csv, "unicode_text.csv")
     (sheet,) = source.sheets
     assert source.encoding == "utf-16"
-    assert sheet.typed.rejected.height == 0
-    assert sheet.typed.rows["country"].to_list() == ["United Kingdom", "España"]
-    assert sheet.typed.rows["quantity"].to_list() == [6, 6]
+    assert sheet.rejected.height == 0
+    assert sheet.rows["country"].to_list() == ["United Kingdom", "España"]
+    assert sheet.rows["quantity"].to_list() == [6, 6]
 
 
 def test_a_sheet_starting_below_row_1_numbers_rows_as_the_sheet_does(tmp_path: Path) -> None:
     rows = [hostile_files.row_xml(3, hostile_files.HEADER), hostile_files.row_xml(4, [*hostile_files.ROW, "France"])]
     path = hostile_files.write_raw_workbook(tmp_path / "low.xlsx", rows)
     (sheet,) = read_typed(path, "incoming/low.xlsx").sheets
-    assert sheet.typed.rows["source_row"].to_list() == [4]
+    assert sheet.rows["source_row"].to_list() == [4]
 
 
 def test_no_header_on_the_first_row_says_which_row_was_read_and_what_it_held(tmp_path: Path) -> None:
@@ -96,6 +96,6 @@ def test_a_plain_workbook_reads_in_the_child_as_in_process(tmp_path: Path) -> No
     path = write_workbook(tmp_path / "sample.xlsx", {"Online Retail": [HEADER, *sample_rows(50)]})
     source = read_typed(path, "incoming/sample.xlsx")
     (sheet,) = source.sheets
-    assert source.row_count == sheet.typed.rows.height + sheet.typed.rejected.height > 100
-    assert sheet.typed.rows.schema["quantity"].is_integer()
+    assert source.row_count == sheet.rows.height + sheet.rejected.height > 100
+    assert sheet.rows.schema["quantity"].is_integer()
     assert list(tmp_path.iterdir()) == [path]  # the child's frames are cleaned up
