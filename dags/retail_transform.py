@@ -23,13 +23,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag, task
+from airflow.sdk import dag
 from cosmos import DbtTaskGroup
 
-from include.retail import tasks
 from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
-from include.retail.dbt_project import cosmos_configs, follow_the_build
+from include.retail.transform_tasks import announce_transform, cosmos_configs, follow_the_build
 
 
 @dag(
@@ -49,13 +48,8 @@ from include.retail.dbt_project import cosmos_configs, follow_the_build
 )
 def retail_transform():
     dbt = DbtTaskGroup(group_id="dbt", **cosmos_configs())
-    follow_the_build(dbt)
-
-    @task
-    def announce_transform(run_id: str | None = None, dag_run=None) -> dict:
-        return tasks.announce_transform(run_id, dag_run.start_date)
-
-    dbt >> announce_transform()
+    producer = follow_the_build(dbt)
+    dbt >> announce_transform(producer.task_id)
 
 
 retail_transform()

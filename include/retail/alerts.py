@@ -1,4 +1,4 @@
-"""Alerts over Amazon SNS: a failure alert for every task, and the summary of a run's loads.
+"""Alerts over Amazon SNS: a failure alert for every task, and publishing (the summaries are in reports.py).
 
 A failure alert names what failed: the file (S3 key) of an ingest task, the dbt models and tests of a
 failed ``dbt build``. SNS being down must not lose it silently: it is retried with backoff, then
@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
-
-from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
 from include.retail import config
-from include.retail.dbt_project import DBT_MANIFEST, PRODUCER_TASK_ID
+from include.retail.dbt_project import DBT_MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +31,14 @@ def subject_line(text: str) -> str:
 
 def failure_alert(context) -> tuple[str, str]:
     """Subject and body of a failed task's alert: DAG, task, the file or dbt nodes, try, error, log URL."""
+    import airflow  # noqa: F401  # before Cosmos's constants: imported first, they start an import cycle
+    from cosmos.constants import PRODUCER_WATCHER_TASK_ID
+
     dag_id, ti, task = context["dag"].dag_id, context["ti"], context["task"]
     map_index = ti.map_index if isinstance(ti.map_index, int) else -1
     # ingest_file's map_index_template renders its S3 key; the context holds it while the task runs.
     file_key = context.get("file_key") or getattr(ti, "rendered_map_index", None) or None
-    failed_nodes = dbt_failures(context) if ti.task_id.endswith(PRODUCER_TASK_ID) else []
+    failed_nodes = dbt_failures(context) if ti.task_id.endswith(PRODUCER_WATCHER_TASK_ID) else []
 
     prefix = f"{config.ALERT_SUBJECT_PREFIX} FAILED {dag_id}.{ti.task_id}"
     if file_key:
@@ -156,49 +156,9 @@ def publish_with_retries(topic_arn: str, subject: str, message: str) -> str | No
 
 def publish(topic_arn: str, subject: str, message: str) -> str:
     """Publish through the Amazon provider's hook; returns the SNS message id."""
+    from airflow.providers.amazon.aws.hooks.sns import SnsHook
+
     response = SnsHook(aws_conn_id=config.AWS_CONN_ID).publish_to_target(
         target_arn=topic_arn, subject=subject_line(subject), message=message
     )
     return response["MessageId"]
-
-
-def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict] = ()) -> tuple[str, str]:
-    """Subject and body announcing what a run loaded into bronze, and the loads of earlier runs that
-    were never announced (``earlier``: a run that died after its bronze commit), which go to silver now."""
-    results, earlier = list(results), list(earlier)
-    loaded = [result for result in results if result["status"] == "loaded"]
-    files = len(loaded) + len(earlier)
-    rows = sum(result["rows_loaded"] for result in [*loaded, *earlier])
-    subject = f"{config.ALERT_SUBJECT_PREFIX} Loaded {files} file{'s' if files != 1 else ''}, {rows:,} rows into bronze"
-    this_run = sum(result["rows_loaded"] for result in loaded)
-    lines = [f"Run {run_id} loaded {this_run:,} rows from {len(loaded)} file(s) into bronze.", ""]
-    for result in results:
-        seconds = sum(filter(None, (result.get("read_seconds"), result.get("load_seconds"))))
-        line = f"- {result['key']}: {result['status']}"
-        if result["status"] == "loaded":
-            line += f", {result['rows_loaded']:,} rows in {seconds:.1f} s"
-            if result["rows_rejected"]:
-                line += f", {result['rows_rejected']:,} rows rejected (see bronze.rejected_rows)"
-            if result.get("rows_overlapping"):
-                line += (
-                    f", {result['rows_overlapping']:,} of them identical to rows of another file already loaded"
-                    " (counted in both)"
-                )
-            if result.get("superseded"):
-                line += ", supersedes an earlier load of this key"
-        elif result["status"] == "duplicate" and result.get("duplicate_of_key", result["key"]) != result["key"]:
-            line += (
-                f" (the same rows as {result['duplicate_of_key']}, already loaded: a re-export in another format"
-                " or order; nothing added)"
-            )
-        elif result["status"] == "duplicate":
-            line += " (this content was loaded before; nothing added)"
-        elif result["status"] == "rejected":
-            line += f" and quarantined: {result.get('error')}"
-        lines.append(line)
-    if earlier:
-        lines += ["", f"Loaded by earlier runs that ended before announcing them ({len(earlier)}), now sent to silver:"]
-        lines += [
-            f"- {batch['key']}: loaded, {batch['rows_loaded']:,} rows (batch {batch['batch_id']})" for batch in earlier
-        ]
-    return subject_line(subject), "\n".join(lines) + "\n"

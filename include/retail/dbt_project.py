@@ -1,85 +1,60 @@
-"""Where the dbt project, its manifest and its dbt executable are, and how Cosmos runs them.
+"""Where the dbt project, its dbt executable and its manifest are, and the one way to build the manifest.
 
-One module for the DAG and the tools (make, tests, benchmarks), overridable by environment variables
-so that the same code finds them on the embedded stack, in the Docker image and on MWAA:
+One module for the DAG and the tools (make, the Docker image, docker-compose, the MWAA bundle, tests,
+benchmarks), overridable by environment variables so that the same code finds them on the embedded stack,
+in the Docker image and on MWAA:
 
 - ``RETAIL_DBT_PROJECT_DIR``: the dbt project (default: ``include/dbt`` beside this package);
 - ``RETAIL_DBT_EXECUTABLE``: dbt in its own virtualenv (default: ``.venv-dbt/bin/dbt`` at the repo root),
   because dbt-core's pins conflict with Airflow's (MWAA's) and it must not share their environment.
+
+Every tool builds the manifest with ``python -m include.retail.dbt_project parse`` and finds it with
+``python -m include.retail.dbt_project manifest``, so its path is spelled here only.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import subprocess
 from pathlib import Path
-
-from include.retail import config
 
 _INCLUDE = Path(__file__).resolve().parent.parent
 
 DBT_PROJECT_DIR = Path(os.environ.get("RETAIL_DBT_PROJECT_DIR", _INCLUDE / "dbt"))
 DBT_EXECUTABLE = Path(os.environ.get("RETAIL_DBT_EXECUTABLE", _INCLUDE.parent / ".venv-dbt" / "bin" / "dbt"))
-# Built ahead of time by `dbt parse` (make, the Docker build, CI), so that parsing the DAG never runs dbt.
+# Built ahead of time by `dbt parse` (build_manifest), so that parsing the DAG never runs dbt.
 DBT_MANIFEST = DBT_PROJECT_DIR / "target" / "manifest.json"
-PROFILE_NAME = "retail"
-# The WATCHER producer's task id in its group (Cosmos's PRODUCER_WATCHER_TASK_ID; cosmos.constants imports
-# Airflow, too heavy for the alert callback's module to import at parse time).
-PRODUCER_TASK_ID = "dbt_producer_watcher"
-TARGET_NAME = "airflow"
 
 
-def cosmos_configs() -> dict:
-    """The keyword arguments of a Cosmos DbtTaskGroup that runs the project from the manifest.
+def build_manifest() -> Path:
+    """Run ``dbt parse`` on the project, writing its manifest to DBT_MANIFEST, and check that it did.
 
-    Execution: WATCHER mode. One producer task runs a single ``dbt build`` (a dbt process costs
-    seconds to start: one per model would multiply that), and a deferrable sensor per model and per
-    model's tests mirrors dbt's progress, so the UI still shows one task per model, its tests right
-    after it, and a failing test stops (fails) what depends on it.
+    ``dbt parse`` needs a profile but does not connect: include/dbt/profiles.yml (the default
+    ``DBT_PROFILES_DIR``) reads only environment variables, each with a default. Raises SystemExit,
+    naming the manifest, when dbt fails or leaves no fresh manifest there.
     """
-    from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-    from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, TestBehavior
-    from cosmos.profiles import PostgresUserPasswordProfileMapping
-
-    return {
-        "project_config": ProjectConfig(dbt_project_path=DBT_PROJECT_DIR, manifest_path=DBT_MANIFEST),
-        # The warehouse connection becomes the dbt profile: no profiles.yml holds a secret.
-        "profile_config": ProfileConfig(
-            profile_name=PROFILE_NAME,
-            target_name=TARGET_NAME,
-            profile_mapping=PostgresUserPasswordProfileMapping(
-                conn_id=config.WAREHOUSE_TRANSFORM_CONN_ID, profile_args={"schema": "silver", "threads": 4}
-            ),
-        ),
-        "render_config": RenderConfig(
-            load_method=LoadMode.DBT_MANIFEST,
-            test_behavior=TestBehavior.AFTER_EACH,
-            dbt_executable_path=DBT_EXECUTABLE,
-            invocation_mode=InvocationMode.SUBPROCESS,
-        ),
-        "execution_config": ExecutionConfig(
-            execution_mode=ExecutionMode.WATCHER,
-            dbt_executable_path=DBT_EXECUTABLE,
-            invocation_mode=InvocationMode.SUBPROCESS,
-        ),
-    }
+    before = DBT_MANIFEST.stat().st_mtime_ns if DBT_MANIFEST.exists() else None
+    env = {**os.environ, "DBT_PROFILES_DIR": os.environ.get("DBT_PROFILES_DIR", str(DBT_PROJECT_DIR))}
+    command = [str(DBT_EXECUTABLE), "parse", "--quiet", "--target-path", str(DBT_MANIFEST.parent)]
+    if subprocess.run(command, cwd=DBT_PROJECT_DIR, env=env, check=False).returncode != 0:
+        raise SystemExit(f"`dbt parse` of {DBT_PROJECT_DIR} failed (see dbt's output above); no manifest built")
+    if not DBT_MANIFEST.is_file() or DBT_MANIFEST.stat().st_size == 0 or DBT_MANIFEST.stat().st_mtime_ns == before:
+        raise SystemExit(f"`dbt parse` of {DBT_PROJECT_DIR} succeeded but wrote no manifest at {DBT_MANIFEST}")
+    return DBT_MANIFEST
 
 
-def follow_the_build(group) -> None:
-    """Start the model tasks of a WATCHER task group once its producer's ``dbt build`` has finished.
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m include.retail.dbt_project", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("parse", help="build the dbt manifest with `dbt parse` and check it is where the DAG reads it")
+    commands.add_parser("manifest", help="print where the dbt manifest is")
+    if parser.parse_args(argv).command == "parse":
+        manifest = build_manifest()
+        print(f"dbt manifest: {manifest} ({manifest.stat().st_size:,} bytes)")
+    else:
+        print(DBT_MANIFEST)
 
-    Cosmos starts the per-model sensors beside the producer, to stream progress. Any runner that
-    executes one task at a time (``dag.test()``, ``airflow dags test``, a one-slot pool) may then pick a
-    sensor first and wait on it forever, since the build it waits for never starts. Putting the
-    producer upstream of the first model tasks removes that order dependence; ``all_done`` lets them
-    read dbt's verdict even when the build failed, so each model and test task still ends as dbt
-    ended it, and a failed test still stops what depends on it. The producer is not retried: a
-    failed build is re-run per model by the sensors' own retries, as Cosmos intends.
-    """
-    from airflow.task.trigger_rule import TriggerRule
 
-    producer = next(task for task in group.children.values() if task.task_id.endswith("." + PRODUCER_TASK_ID))
-    producer.retries = 0
-    for first_model_task in group.roots:
-        if first_model_task is not producer:
-            producer >> first_model_task
-            first_model_task.trigger_rule = TriggerRule.ALL_DONE
+if __name__ == "__main__":
+    main()

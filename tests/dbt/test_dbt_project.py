@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from include.retail.dbt_project import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
 
 SQLFLUFF = DBT_EXECUTABLE.parent / "sqlfluff"
+REPO = Path(__file__).resolve().parents[2]
+RUN_RESULTS_FIXTURE = REPO / "tests" / "unit" / "data" / "dbt_run_results.json"
 
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    assert DBT_MANIFEST.is_file(), "no dbt manifest: `make venv` builds it with `dbt parse`"
+    assert DBT_MANIFEST.is_file(), "no dbt manifest: `make venv` builds it (python -m include.retail.dbt_project parse)"
     return json.loads(DBT_MANIFEST.read_text())
 
 
@@ -56,3 +62,62 @@ def test_silver_and_gold_land_in_their_schemas(manifest: dict) -> None:
     for model in models(manifest):
         layer = model["fqn"][1]
         assert model["schema"] == layer, f"{model['name']} is in {model['schema']}, not {layer}"
+
+
+def dbt_project_cli(command: str, project_dir: Path) -> subprocess.CompletedProcess:
+    """``python -m include.retail.dbt_project <command>`` for a copy of the project, as make and the image run it."""
+    env = {**os.environ, "RETAIL_DBT_PROJECT_DIR": str(project_dir), "DBT_LOG_PATH": str(project_dir / "logs")}
+    env.pop("DBT_PROFILES_DIR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "include.retail.dbt_project", command],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+def test_parse_builds_the_manifest_where_the_dag_reads_it(tmp_path: Path) -> None:
+    """The one way every tool (make, the image, compose) builds the manifest, and the one place its path is."""
+    project = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+
+    where = dbt_project_cli("manifest", project)
+    assert where.returncode == 0, where.stderr
+    manifest = Path(where.stdout.strip())
+    assert manifest.parent.parent == project
+    assert not manifest.exists()
+
+    built = dbt_project_cli("parse", project)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert f"dbt manifest: {manifest}" in built.stdout
+    nodes = json.loads(manifest.read_text())["nodes"].values()
+    assert any(node["resource_type"] == "model" for node in nodes)
+
+
+def test_parse_fails_naming_the_project_when_dbt_cannot_parse_it(tmp_path: Path) -> None:
+    project = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, project, ignore=shutil.ignore_patterns("target", "logs"))
+    (project / "models" / "silver" / "transactions.sql").write_text("select * from {{ ref('no_such_model') }}\n")
+
+    failed = dbt_project_cli("parse", project)
+    assert failed.returncode != 0
+    assert f"`dbt parse` of {project} failed" in failed.stderr
+    assert not (project / "target" / "manifest.json").exists()
+
+
+def test_the_unit_tests_run_results_are_what_this_dbt_writes() -> None:
+    """tests/unit/data/dbt_run_results.json, which the summary's test count is tested on, validates against the
+    run_results.json schema of the dbt the project runs with."""
+    check = (
+        "import json, sys\n"
+        "from dbt.artifacts.schemas.run import RunResultsArtifact\n"
+        "RunResultsArtifact.validate(json.load(open(sys.argv[1])))\n"
+        "print(RunResultsArtifact.dbt_schema_version)\n"
+    )
+    result = subprocess.run(
+        [str(DBT_EXECUTABLE.parent / "python"), "-c", check, str(RUN_RESULTS_FIXTURE)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    schema = json.loads(RUN_RESULTS_FIXTURE.read_text())["metadata"]["dbt_schema_version"]
+    assert schema == result.stdout.strip()

@@ -299,7 +299,7 @@ def test_init_prepares_everything_with_the_existing_modules(airflow_services: di
     assert "airflow db migrate" in script
     assert re.search(r"python -m devstack\.aws --endpoint-url http://moto:5000\b", script)
     assert "python -m include.retail.warehouse" in script
-    assert re.search(r"RETAIL_DBT_EXECUTABLE\}\"? parse\b", script), "init rebuilds the mounted project's manifest"
+    assert "python -m include.retail.dbt_project parse" in script, "init rebuilds the mounted project's manifest"
     # Every `python -m` module resolves, through the service's mounts and PYTHONPATH, to a repository file.
     mounts = bind_mounts(init)
     pythonpath = environment(init)["PYTHONPATH"].split(":")

@@ -6,6 +6,7 @@ Decimal, following the cleaning rules the models document, never copied from the
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from devstack.sample import HEADER, write_workbook
-from include.retail.dbt_project import DBT_PROJECT_DIR
+from include.retail.dbt_project import DBT_MANIFEST, DBT_PROJECT_DIR
 
 pytestmark = [pytest.mark.integration]
 
@@ -98,7 +99,11 @@ def test_transform_succeeds_with_every_dbt_test_and_announces(real_transform) ->
     assert real_transform.state == "success"
     (alert,) = real_transform.alerts
     assert alert["subject"].startswith("[retail] Transform done: 13 months, revenue ")
-    assert "tests passed" in alert["subject"]
+    # Counted from the run results of the producer's dbt build (its callback keeps them): a whole build runs
+    # every data test the project has.
+    data_tests = sum(node["resource_type"] == "test" for node in json.loads(DBT_MANIFEST.read_text())["nodes"].values())
+    assert alert["subject"].endswith(f", {data_tests} tests passed")
+    assert f"; all {data_tests} dbt data tests passed." in alert["message"]
     assert "gold.monthly_sales_summary" in alert["message"]
 
 
@@ -237,12 +242,11 @@ def test_failing_dbt_test_stops_dependent_models_and_alerts(
 
 def _typed_sheets(path: Path, key: str):
     """A file read and typed as the ingest task does, for loads the test drives itself."""
-    from include.retail.bronze import TypedSheet
     from include.retail.contract import type_rows
     from include.retail.reader import read_source
 
     contents = read_source(path, key)
-    return [TypedSheet(sheet.name, type_rows(sheet.raw, sheet.written_as)) for sheet in contents.sheets]
+    return [type_rows(sheet.raw, sheet.written_as, sheet_name=sheet.name) for sheet in contents.sheets]
 
 
 def _wait_until_blocked_on_advisory_lock(warehouse, timeout: float = 30) -> None:
@@ -268,7 +272,7 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
     import psycopg
 
     from devstack.sample import sample_rows, write_csv
-    from include.retail.bronze import load_into_bronze
+    from include.retail.ingest import load_into_bronze
     from include.retail.ledger import SourceFile, batches_missing_from_silver
 
     rows = sample_rows(invoices=300)
@@ -278,8 +282,8 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
     reset_warehouse()
 
     key_a = "incoming/held/early.csv"
-    version = hashlib.sha256(early.read_bytes()).hexdigest()
-    source = SourceFile(key=key_a, version=version, etag=None, size=early.stat().st_size)
+    sha256 = hashlib.sha256(early.read_bytes()).hexdigest()
+    source = SourceFile(key=key_a, sha256=sha256, etag=None, size=early.stat().st_size)
     sheets = _typed_sheets(early, key_a)
     outcome: dict = {}
 
@@ -289,7 +293,7 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
 
     # The test holds the load's own lock on the content hash, so load A waits inside its transaction.
     with psycopg.connect(stack.warehouse_url(), autocommit=True) as holder:
-        holder.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (version,))
+        holder.execute("select pg_advisory_lock(hashtextextended(%s, 0))", (sha256,))
         loader = threading.Thread(target=held_load)
         loader.start()
         try:
@@ -298,7 +302,7 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
             assert run_ingest(key_b).state == "success"
             assert run_transform().state == "success"
         finally:
-            holder.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (version,))
+            holder.execute("select pg_advisory_unlock(hashtextextended(%s, 0))", (sha256,))
             loader.join(timeout=60)
     assert outcome["result"].status == "loaded"
     loaded_at_a, loaded_at_b = warehouse.execute(

@@ -6,7 +6,7 @@ import pytest
 from airflow.sdk import DAG
 
 from include.retail import alerts, config
-from include.retail.alerts import SUBJECT_MAX_CHARS, failure_alert, load_summary, publish_with_retries, subject_line
+from include.retail.alerts import SUBJECT_MAX_CHARS, failure_alert, publish_with_retries, subject_line
 
 
 def test_subject_line_is_one_line_within_the_sns_limit() -> None:
@@ -113,66 +113,3 @@ def test_an_alert_sns_refuses_is_retried_then_logged_whole(monkeypatch, caplog) 
 
     monkeypatch.setattr(alerts, "publish", flaky)
     assert publish_with_retries("arn:topic", "s", "m") == "message-id"
-
-
-def test_load_summary_counts_loaded_rows_and_lists_every_file() -> None:
-    results = [
-        {
-            "key": "incoming/a.xlsx",
-            "status": "loaded",
-            "rows_loaded": 541909,
-            "rows_rejected": 2,
-            "read_seconds": 4.0,
-            "load_seconds": 2.5,
-            "superseded": [],
-        },
-        {"key": "incoming/b.csv", "status": "duplicate", "rows_loaded": 0, "rows_rejected": 0},
-        {
-            "key": "incoming/c.xlsx",
-            "status": "rejected",
-            "rows_loaded": 0,
-            "rows_rejected": 0,
-            "error": "missing required column(s): Quantity",
-        },
-    ]
-    subject, message = load_summary(results, run_id="run-1")
-    assert subject == "[retail] Loaded 1 file, 541,909 rows into bronze"
-    assert "incoming/a.xlsx: loaded, 541,909 rows in 6.5 s, 2 rows rejected" in message
-    assert "incoming/b.csv: duplicate" in message
-    assert "incoming/c.xlsx: rejected and quarantined: missing required column(s): Quantity" in message
-
-
-def test_load_summary_announces_loads_that_earlier_runs_left_unannounced() -> None:
-    """Issue 9 item 1: a run that only found a duplicate still announces the batch a killed run loaded."""
-    results = [{"key": "incoming/a.xlsx", "status": "duplicate", "rows_loaded": 0, "rows_rejected": 0}]
-    earlier = [{"key": "incoming/a.xlsx", "batch_id": "b-1", "rows_loaded": 1200}]
-    subject, message = load_summary(results, run_id="run-2", earlier=earlier)
-    assert subject == "[retail] Loaded 1 file, 1,200 rows into bronze"
-    assert "Run run-2 loaded 0 rows from 0 file(s) into bronze." in message
-    assert "now sent to silver:\n- incoming/a.xlsx: loaded, 1,200 rows (batch b-1)" in message
-
-
-def test_load_summary_names_the_file_a_reexport_duplicates_and_counts_overlapping_rows() -> None:
-    """Issue 9 item 8: the same rows in another format are a duplicate of that file; a partial overlap is counted."""
-    results = [
-        {
-            "key": "incoming/shop.csv",
-            "status": "duplicate",
-            "rows_loaded": 0,
-            "rows_rejected": 0,
-            "duplicate_of_key": "incoming/shop.xlsx",
-        },
-        {
-            "key": "incoming/shop_plus.csv",
-            "status": "loaded",
-            "rows_loaded": 11,
-            "rows_rejected": 0,
-            "rows_overlapping": 10,
-            "read_seconds": 0.1,
-            "load_seconds": 0.1,
-        },
-    ]
-    subject, message = load_summary(results, run_id="run-3")
-    assert subject == "[retail] Loaded 1 file, 11 rows into bronze"
-    assert "incoming/shop.csv: duplicate (the same rows as incoming/shop.xlsx, already loaded" in message
-    assert "incoming/shop_plus.csv: loaded, 11 rows in 0.2 s, 10 of them identical to rows of another file" in message
