@@ -11,7 +11,8 @@ DBT_VENV := .venv-dbt
 DBT_LOCK := requirements/dbt-py312.lock
 DBT := $(CURDIR)/$(DBT_VENV)/bin/dbt
 DBT_DIR := include/dbt
-MANIFEST := $(DBT_DIR)/target/manifest.json
+# The manifest's path is include/retail/dbt_project.py's (DBT_MANIFEST); make needs it as a file target.
+MANIFEST := $(shell python3 -m include.retail.dbt_project manifest)
 DBT_SOURCES := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/tests -type f 2>/dev/null) \
 	$(DBT_DIR)/dbt_project.yml $(DBT_DIR)/profiles.yml
 UV_VERSION := 0.13.9
@@ -44,7 +45,7 @@ $(DBT_VENV)/.synced: $(DBT_LOCK) | $(UV)
 
 # Cosmos renders the transform DAG from this manifest, so parsing the DAG never runs dbt.
 $(MANIFEST): $(DBT_VENV)/.synced $(DBT_SOURCES)
-	@cd $(DBT_DIR) && DBT_PROFILES_DIR=. $(DBT) parse --quiet >&2
+	@python3 -m include.retail.dbt_project parse >&2
 
 .PHONY: venv
 venv: $(VENV)/.synced $(DBT_VENV)/.synced $(MANIFEST) ## build the Airflow and dbt virtualenvs and the dbt manifest
@@ -103,7 +104,7 @@ lint: venv ## ruff, the Compose schema, cfn-lint
 
 .PHONY: bench
 bench: venv ## measure the bronze load of the real workbook against pandas + openpyxl + to_sql
-	@$(PY) bench/bench_bronze_load.py
+	@$(PY) -m bench.bench_bronze_load
 
 .PHONY: docs
 docs: up ## build the dbt docs site (with the lineage graph) against the warehouse
@@ -125,19 +126,19 @@ ALERT_EMAIL ?=
 
 .PHONY: mwaa-bundle
 mwaa-bundle: venv ## build the Amazon MWAA bundle in build/mwaa (DAGs, plugins.zip, requirements.txt, startup.sh)
-	@$(PY) scripts/mwaa.py bundle
+	@$(PY) -m mwaa bundle
 
 .PHONY: mwaa-deploy
 mwaa-deploy: venv ## create or update the AWS stack and its MWAA environment (STACK=retail ALERT_EMAIL=you@example.com)
-	@$(PY) scripts/mwaa.py deploy --stack "$(STACK)" $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)")
+	@$(PY) -m mwaa deploy --stack "$(STACK)" $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)")
 
 .PHONY: mwaa-upload
 mwaa-upload: venv ## sync the bundle to STACK's MWAA bucket (DAG and code changes need nothing more)
-	@$(PY) scripts/mwaa.py upload --stack "$(STACK)"
+	@$(PY) -m mwaa upload --stack "$(STACK)"
 
 .PHONY: mwaa-teardown
 mwaa-teardown: venv ## empty STACK's buckets and delete the stack (asks first)
-	@$(PY) scripts/mwaa.py teardown --stack "$(STACK)"
+	@$(PY) -m mwaa teardown --stack "$(STACK)"
 
 .PHONY: clean
 clean: down ## stop the stack and delete its state and the virtualenvs

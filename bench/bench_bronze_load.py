@@ -9,7 +9,7 @@ committed in the same PostgreSQL cluster (the embedded stack's, in a database of
 - common:  boto3 download, ``pandas.read_excel(engine="openpyxl")``, ``DataFrame.to_sql``;
 - floor:   decompressing the sheet's XML out of the .xlsx, the least any reader must do.
 
-    make bench                      # or: .venv/bin/python bench/bench_bronze_load.py --repeat 3
+    make bench                      # or: .venv/bin/python -m bench.bench_bronze_load --repeat 3
 """
 
 from __future__ import annotations
@@ -25,10 +25,9 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from devstack.stack import BUCKET, Stack  # noqa: E402
+from devstack import REPO_ROOT
+from devstack.aws import BUCKET
+from devstack.stack import Stack
 
 WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 BENCH_DATABASE = "retail_bench"
@@ -109,7 +108,10 @@ WAYS = {"project": run_project, "common": run_common, "floor": run_floor}
 def measure(way: str, home: Path) -> dict:
     """One run of ``way`` in a child process: its result and its peak resident memory."""
     process = subprocess.Popen(
-        [sys.executable, __file__, "--child", way, "--home", str(home)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", __spec__.name, "--child", way, "--home", str(home)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,  # where `-m bench...` finds the package
     )
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)

@@ -5,22 +5,20 @@ its own (``.devstack/bench-e2e``), then for each round: empties the warehouse, u
 ``incoming/`` (a new key each round), and times from the upload to the end of the asset-triggered
 ``retail_transform`` run, read through the REST API. Stops everything at the end.
 
-    .venv/bin/python bench/bench_end_to_end.py --rounds 3
+    .venv/bin/python -m bench.bench_end_to_end --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from devstack.stack import BUCKET, Stack  # noqa: E402
+from devstack import REPO_ROOT
+from devstack.aws import BUCKET
+from devstack.stack import Stack
 
 WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 

@@ -7,7 +7,7 @@ DAG. Each round drops silver and gold, so both ways build everything from bronze
 - dag:   ``retail_transform`` run by Airflow (``dag.test()``): its DagRun's start to end, after one
          warm-up run in the same process (Airflow builds its in-process execution API once per process).
 
-    .venv/bin/python bench/bench_transform.py --repeat 3
+    .venv/bin/python -m bench.bench_transform --repeat 3
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from devstack.stack import BUCKET, Stack  # noqa: E402
+from devstack import REPO_ROOT
+from devstack.aws import BUCKET
+from devstack.stack import Stack
 
 WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 KEY = "incoming/bench/online_retail.xlsx"

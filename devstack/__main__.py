@@ -19,9 +19,14 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from devstack import sample
+from devstack.airflow_services import ADMIN_USER
+from devstack.aws import BUCKET
 from devstack.postgres import PostgresNotAvailable
-from devstack.stack import ADMIN_USER, BUCKET, OWNER_ROLE, Stack
+from devstack.stack import Stack
 from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
+from devstack.warehouse import OWNER_ROLE
+from include.retail import ledger
+from include.retail.ledger import Status
 
 # What a part of the stack being down or dying looks like to the CLI: reported in one line, not a traceback.
 STACK_ERRORS = (
@@ -63,7 +68,7 @@ def upload(stack: Stack, path: Path) -> str:
 def _layer_rows(stack: Stack) -> dict[str, int]:
     """Rows per layer, counted as the transform's SNS summary counts them."""
     from include.retail.dbt_project import DBT_MANIFEST
-    from include.retail.transform import DbtProject, layer_counts
+    from include.retail.reports import DbtProject, layer_counts
 
     with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
         return layer_counts(conn, DbtProject.from_manifest(DBT_MANIFEST))
@@ -128,7 +133,7 @@ class DemoSummary:
         self.path = path
         self.key: str | None = None
         self.exit_code: int | None = None
-        self.ledger: tuple | None = None
+        self.ledger: dict | None = None  # the upload's ledger row (ledger.latest_row_of)
         self.ingest_seconds: float | None = None
         self.transform_code: int | None = None
         self.transform_seconds = 0.0
@@ -150,12 +155,13 @@ class DemoSummary:
             else:
                 print(f"  status         the run failed before loading anything (exit code {self.exit_code})")
         else:
-            status, rows_loaded, rows_rejected, error, duplicate_of = self.ledger
-            print(f"  status         {status}" + (f" (same content as batch {duplicate_of})" if duplicate_of else ""))
-            print(f"  rows loaded    {rows_loaded:,}")
-            print(f"  rows rejected  {rows_rejected:,}")
-            if error:
-                print(f"  reason         {error}")
+            row = self.ledger
+            duplicate_of = f" (same content as batch {row['duplicate_of']})" if row["duplicate_of"] else ""
+            print(f"  status         {row['status']}{duplicate_of}")
+            print(f"  rows loaded    {row['rows_loaded']:,}")
+            print(f"  rows rejected  {row['rows_rejected']:,}")
+            if row["error"]:
+                print(f"  reason         {row['error']}")
                 print(f"  report         s3://{BUCKET}/quarantine/{self.path.name}.report.json")
         if self.ingest_seconds is not None:
             transform = f" + {self.transform_seconds:.1f} transform" if self.transform_code is not None else ""
@@ -185,15 +191,8 @@ def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
     summary.exit_code = stack.run_airflow(["dags", "test", "retail_ingest"], log=log)
     summary.ingest_seconds = time.perf_counter() - clock
     with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
-        summary.ledger = conn.execute(
-            """
-            select status, rows_loaded, rows_rejected, error, duplicate_of
-            from bronze.load_ledger where source_key = %s and started_at >= %s
-            order by finished_at desc limit 1
-            """,
-            (summary.key, started_at),
-        ).fetchone()
-    loaded = summary.ledger is not None and summary.ledger[0] == "loaded" and not summary.exit_code
+        summary.ledger = ledger.latest_row_of(conn, summary.key, since=started_at)
+    loaded = summary.ledger is not None and summary.ledger["status"] == Status.LOADED and not summary.exit_code
     if loaded:
         print("Loaded; running retail_transform (dbt through Cosmos) ...", flush=True)
         clock = time.perf_counter()
@@ -203,7 +202,8 @@ def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
         summary.layers = _layer_rows(stack)
     summary.alerts = stack.read_alerts()
     summary.print()
-    if summary.ledger is None or summary.ledger[0] == "rejected" or summary.exit_code or summary.transform_code:
+    rejected = summary.ledger is not None and summary.ledger["status"] == Status.REJECTED
+    if summary.ledger is None or rejected or summary.exit_code or summary.transform_code:
         print(f"demo: the pipeline did not complete; see {log}", file=sys.stderr)
         return 1
     return 0

@@ -183,17 +183,20 @@ class PostgresCluster:
         return f"postgresql://{quote(user, safe='')}:{quote(secret, safe='')}@127.0.0.1:{self.port}/{database}"
 
 
-def provision_owner(superuser_url: str, database: str, owner: str, password_verifier: str) -> None:
+def provision_owner(superuser_url: str, database: str, owner: str, password: str) -> None:
     """Create ``owner`` as RDS creates its master user (LOGIN, CREATEROLE, CREATEDB, no superuser) and make
     it own ``database``: the superuser is needed for this and for nothing else.
 
     A database made before the owner role existed has the superuser's schemas, tables and job roles in it:
     they are handed over, so that the owner can re-apply the DDL and set the job roles' passwords. The embedded
     stack and docker-compose's init service (``python -m devstack.postgres``) both create the owner here.
+    The password travels as its SCRAM verifier, never in clear text.
     """
     import psycopg
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
+
+    from include.retail.warehouse import password_verifier
 
     role = sql.Identifier(owner)
     with psycopg.connect(superuser_url, autocommit=True) as conn:
@@ -201,7 +204,7 @@ def provision_owner(superuser_url: str, database: str, owner: str, password_veri
         verb = "alter" if exists else "create"
         conn.execute(
             sql.SQL(verb + " role {} login createrole createdb nosuperuser password {}").format(
-                role, sql.Literal(password_verifier)
+                role, sql.Literal(password_verifier(conn, owner, password))
             )
         )
         if conn.execute("select 1 from pg_database where datname = %s", (database,)).fetchone():
@@ -246,7 +249,6 @@ def main() -> None:
     from airflow.sdk import BaseHook
 
     from include.retail import config
-    from include.retail.warehouse import scram_sha_256
 
     parser = argparse.ArgumentParser(
         prog="python -m devstack.postgres",
@@ -256,7 +258,7 @@ def main() -> None:
     parser.add_argument("--superuser-url", required=True, help="libpq URL of the server's superuser")
     args = parser.parse_args()
     admin = BaseHook.get_connection(config.WAREHOUSE_ADMIN_CONN_ID)
-    provision_owner(args.superuser_url, admin.schema, admin.login, scram_sha_256(admin.password))
+    provision_owner(args.superuser_url, admin.schema, admin.login, admin.password)
     print(f"{admin.login} owns the database {admin.schema}")
 
 

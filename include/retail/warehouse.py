@@ -7,10 +7,6 @@ That is how a private RDS instance gets its schema and logins without anybody re
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import secrets
 from pathlib import Path
 
 import psycopg
@@ -42,18 +38,13 @@ def apply_ddl(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
     return applied
 
 
-def scram_sha_256(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
-    """PostgreSQL's SCRAM-SHA-256 verifier of a password (RFC 5803 form).
+def password_verifier(conn: psycopg.Connection, role: str, password: str) -> str:
+    """The SCRAM-SHA-256 verifier of ``role``'s password, computed here by libpq.
 
-    Sent instead of the password, so that the plain password never reaches the server's statement log.
+    CREATE/ALTER ROLE carries it instead of the password, so that the plain password never reaches the
+    server's statement log.
     """
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = base64.b64encode
-    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+    return conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256").decode()
 
 
 def provision_logins(conn: psycopg.Connection, logins: dict[str, tuple[str, str]]) -> None:
@@ -64,7 +55,7 @@ def provision_logins(conn: psycopg.Connection, logins: dict[str, tuple[str, str]
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
         for group, (login, password) in logins.items():
-            verifier = sql.Literal(scram_sha_256(password))
+            verifier = sql.Literal(password_verifier(conn, login, password))
             exists = cur.execute("select 1 from pg_catalog.pg_roles where rolname = %s", (login,)).fetchone()
             verb = "alter" if exists else "create"
             cur.execute(sql.SQL(verb + " role {} login password {}").format(sql.Identifier(login), verifier))

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.stack import free_port
+from devstack.state import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "compose"

@@ -29,7 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "infra" / "retail-pipeline.yaml"
 CFN_LINT = Path(sys.executable).with_name("cfn-lint")
 
-# --- The contract with scripts/mwaa.py (infra/README.md, "Contract") ----------------------------------------------
+# --- The contract with the mwaa package (infra/README.md, "Contract") ------------------------------------------------
 CONTRACT_PARAMETER_DEFAULTS = {
     "EnvironmentName": "retail",
     "AlertEmail": "",
@@ -53,7 +53,7 @@ SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsM
 # the account's public access block with it; it reads a setting and opens no bucket or object.
 ACCOUNT_LEVEL_S3_ACTIONS = frozenset({"s3:getaccountpublicaccessblock"})
 
-# What the pipeline's code does in S3 (include/retail/ingest.py, tasks.py, the S3KeySensor), per prefix.
+# What the pipeline's code does in S3 (include/retail/ingest.py, ingest_tasks.py, the S3KeySensor), per prefix.
 PIPELINE_PREFIXES = ("incoming/", "processed/", "quarantine/")
 EXPECTED_EXECUTION_ROLE_S3 = {
     "arn:aws:s3:::{DataBucket}": {"s3:ListBucket"},

@@ -1,4 +1,4 @@
-"""The Amazon MWAA bundle (scripts/mwaa.py): its layout, that the DAGs parse from it alone, and its deployment.
+"""The Amazon MWAA bundle (``python -m mwaa``): its layout, that the DAGs parse from it alone, and its deployment.
 
 The bundle is unpacked the way MWAA lays it out (s3 dags/ -> /usr/local/airflow/dags, plugins.zip unzipped
 into /usr/local/airflow/plugins) and parsed in a fresh process that cannot see the repository, so every
@@ -8,7 +8,6 @@ moto server; CloudFormation there gets a stand-in template, since moto cannot cr
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -22,15 +21,14 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from mwaa import DeployError
+from mwaa.bundle import build_bundle
+from mwaa.cloudformation import stack_parameters
+
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "scripts" / "mwaa.py"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 DBT_EXECUTABLE = REPO / ".venv-dbt" / "bin" / "dbt"
 REGION = "eu-west-1"
-
-_spec = importlib.util.spec_from_file_location("mwaa_script", SCRIPT)
-mwaa = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mwaa)
 
 
 def requirement_lines(path: Path) -> list[Requirement]:
@@ -40,7 +38,7 @@ def requirement_lines(path: Path) -> list[Requirement]:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return mwaa.build_bundle(tmp_path_factory.mktemp("mwaa") / "bundle")
+    return build_bundle(tmp_path_factory.mktemp("mwaa") / "bundle")
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +64,8 @@ def aws_env() -> dict[str, str]:
 
 def run_script(*args: str, moto_url: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(VENV_PYTHON), str(SCRIPT), "--endpoint-url", moto_url, *args],
+        [str(VENV_PYTHON), "-m", "mwaa", "--endpoint-url", moto_url, *args],
+        cwd=REPO,
         env=aws_env(),
         input=stdin,
         capture_output=True,
@@ -105,8 +104,8 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path) -> None:
 
 
 def test_the_bundle_needs_the_dbt_manifest(tmp_path: Path) -> None:
-    with pytest.raises(mwaa.DeployError, match="make venv"):
-        mwaa.build_bundle(tmp_path / "out", repo=tmp_path)
+    with pytest.raises(DeployError, match="make venv"):
+        build_bundle(tmp_path / "out", manifest=tmp_path / "target" / "manifest.json")
 
 
 def test_requirements_install_on_top_of_mwaa_airflow(bundle: Path) -> None:
@@ -140,7 +139,7 @@ def test_plugins_zip_holds_plugins_at_its_root_and_is_reproducible(bundle: Path,
     )
     assert names == expected
     # Same files, same bytes: an unchanged plugins.zip keeps its S3 version and MWAA is not updated for nothing.
-    again = mwaa.build_bundle(tmp_path / "again")
+    again = build_bundle(tmp_path / "again")
     assert (again / "plugins.zip").read_bytes() == (bundle / "plugins.zip").read_bytes()
     assert (again / "startup.sh").read_bytes() == (bundle / "startup.sh").read_bytes()
 
@@ -483,7 +482,7 @@ def test_deploy_and_teardown_with_a_stand_in_template(stack, tmp_path: Path) -> 
 
 def test_stack_parameters_keep_what_an_update_does_not_set() -> None:
     declared = {"EnvironmentName", "AlertEmail", "RequirementsS3ObjectVersion", "DbInstanceClass"}
-    parameters = mwaa.stack_parameters(
+    parameters = stack_parameters(
         declared, {"RequirementsS3ObjectVersion": "v2", "AlertEmail": None}, previous={"EnvironmentName", "AlertEmail"}
     )
     assert parameters == [
@@ -491,5 +490,5 @@ def test_stack_parameters_keep_what_an_update_does_not_set() -> None:
         {"ParameterKey": "EnvironmentName", "UsePreviousValue": True},
         {"ParameterKey": "RequirementsS3ObjectVersion", "ParameterValue": "v2"},
     ]  # DbInstanceClass: neither given nor set before, so the template's default
-    with pytest.raises(mwaa.DeployError, match="NoSuchParameter"):
-        mwaa.stack_parameters(declared, {"NoSuchParameter": "x"}, previous=set())
+    with pytest.raises(DeployError, match="NoSuchParameter"):
+        stack_parameters(declared, {"NoSuchParameter": "x"}, previous=set())

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from devstack.stack import REPO_ROOT, Stack, free_port
+from devstack import REPO_ROOT
+from devstack.stack import Stack
+from devstack.state import free_port
 
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 

@@ -17,9 +17,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack import sample
+from devstack import REPO_ROOT, sample
+from devstack.airflow_services import ADMIN_USER, AIRFLOW_SERVICES
+from devstack.aws import BUCKET
 from devstack.processes import group_members
-from devstack.stack import ADMIN_USER, AIRFLOW_SERVICES, BUCKET, REPO_ROOT, Stack, port_open
+from devstack.stack import Stack
+from devstack.state import port_open
 
 pytestmark = pytest.mark.e2e
 
@@ -302,7 +305,7 @@ def test_upload_of_the_real_workbook_runs_ingest_then_transform_with_no_other_ac
 
 
 def test_down_stops_every_process_it_started(live_stack: Stack) -> None:
-    pids = {service: int(live_stack._pid_file(service).read_text()) for service in AIRFLOW_SERVICES}
+    pids = {service: int(live_stack.airflow.pid_file(service).read_text()) for service in AIRFLOW_SERVICES}
     ports = [live_stack.state.api_port, live_stack.state.moto_port, live_stack.state.postgres_port]
     assert all(port_open(port) for port in ports)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from devstack.stack import BUCKET, Stack
+from devstack.aws import BUCKET
+from devstack.stack import Stack
 
 DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -15,8 +16,11 @@ import psutil
 import psycopg
 import pytest
 
+from devstack.airflow_services import AIRFLOW_SERVICES
 from devstack.processes import alive, read_pid, spawn, stop_group
-from devstack.stack import AIRFLOW_SERVICES, OWNER_ROLE, Stack
+from devstack.stack import Stack
+from devstack.warehouse import DATABASE, OWNER_ROLE
+from include.retail.warehouse import LOADER_ROLE, provision_logins
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +95,26 @@ def test_the_admin_connection_owns_the_warehouse_but_is_no_superuser(stack: Stac
             conn.execute("copy shell from program 'id'")
 
 
+def test_role_passwords_reach_postgresql_only_as_scram_verifiers(stack: Stack) -> None:
+    """CREATE/ALTER ROLE carry the verifier libpq computes: the server's statement log never sees a password."""
+    login, password = "retail_test_login", "Plain-" + secrets.token_hex(12)
+    with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
+        conn.execute("set log_statement = 'all'")
+        try:
+            provision_logins(conn, {LOADER_ROLE: (login, password)})  # creates the login
+            provision_logins(conn, {LOADER_ROLE: (login, password)})  # alters it
+            (stored,) = conn.execute("select rolpassword from pg_authid where rolname = %s", (login,)).fetchone()
+            with psycopg.connect(stack.postgres.url(login, password, DATABASE)) as job:
+                assert job.execute("select current_user").fetchone() == (login,)
+        finally:
+            conn.execute(f"drop role if exists {login}")
+    assert stored.startswith("SCRAM-SHA-256$")
+    server_log = stack.postgres.log_file.read_text(errors="replace")
+    assert f"create role {login}" in server_log.replace('"', "")  # the statements were logged
+    assert f"alter role {login}" in server_log.replace('"', "")
+    assert password not in server_log
+
+
 def test_the_task_log_servers_listen_on_loopback_at_ports_of_the_stack(stack: Stack) -> None:
     env = stack.environment()
     ports = {stack.state.worker_log_port, stack.state.trigger_log_port}
@@ -100,15 +124,15 @@ def test_the_task_log_servers_listen_on_loopback_at_ports_of_the_stack(stack: St
     assert len(ports) == 2
     assert not ports & {8793, 8794}
     # The scheduler and the triggerer do not start Airflow's own log servers, which listen on every interface.
-    assert "--skip-serve-logs" in stack._service_command("scheduler")
-    assert "--skip-serve-logs" in stack._service_command("triggerer")
+    assert "--skip-serve-logs" in stack.airflow.service_command("scheduler")
+    assert "--skip-serve-logs" in stack.airflow.service_command("triggerer")
 
     for service, port in (
         ("worker-log-server", stack.state.worker_log_port),
         ("trigger-log-server", stack.state.trigger_log_port),
     ):
         log = stack.home / f"test-{service}.log"
-        pid = spawn(stack._service_command(service), log, env={**os.environ, **env})
+        pid = spawn(stack.airflow.service_command(service), log, env={**os.environ, **env})
         try:
             deadline = time.monotonic() + 60
             listening: set[str] = set()

@@ -19,8 +19,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from devstack import REPO_ROOT
+from devstack.aws import BUCKET
 from devstack.processes import alive
-from devstack.stack import BUCKET, REPO_ROOT, Stack
+from devstack.stack import Stack
 from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
 from include.retail import health
 
