@@ -1,9 +1,12 @@
-"""The project's docker-compose.yaml driven as a user drives it, from a copy of the working tree.
+"""Compose projects driven as a user drives them, each in a work directory of its own.
 
-A copy, so that the test sees uncommitted changes but writes nothing (``.env``, the dbt manifest, files owned by
-the containers' uid) into the checkout, and so that ignored files (virtualenvs, state) never reach the build.
-Everything about a run (each compose command and its output, the timings, and on failure every service's log)
-is kept under ``test-artifacts/compose/``.
+``ComposeProject`` is the part both Docker harnesses share (the compose test, tests/compose, and the MWAA rehearsal,
+tests/mwaa): each compose command run and logged, each step timed, ``up --wait`` checked container by container,
+every service's log kept on failure, ``down -v`` checked to leave nothing. ``ComposeStack`` is the project's own
+docker-compose.yaml, from a copy of the working tree: a copy, so that the test sees uncommitted changes but writes
+nothing (``.env``, the dbt manifest, files owned by the containers' uid) into the checkout, and so that ignored files
+(virtualenvs, state) never reach the build. Everything about a run (each compose command and its output, the
+timings, and on failure every service's log) is kept under ``test-artifacts/<harness>/``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from devstack.state import free_port
@@ -39,19 +43,270 @@ class ComposeError(RuntimeError):
     pass
 
 
-class ComposeStack:
-    """One compose project (``retail-compose-test-…``) in a work directory of its own, with its own ``.env``."""
+class ComposeProject:
+    """One compose project (``<prefix>-…``) run from ``files`` in a work directory of its own.
+
+    ``one_off`` names the service that runs to completion (every other one keeps running); ``shell_env`` is what
+    the compose command's environment carries besides how to reach the engine (variables the files interpolate).
+    """
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        *,
+        prefix: str,
+        artifacts: Path,
+        one_off: str | None = None,
+        label: str = "compose",
+        shell_env: Mapping[str, str] | None = None,
+        log_lines: int = LOG_LINES,
+    ) -> None:
+        self.files = list(files)
+        self.artifacts = artifacts
+        self.one_off = one_off
+        self.label = label
+        self.shell_env = dict(shell_env or {})
+        self.log_lines = log_lines
+        self.project = f"{prefix}-{secrets.token_hex(4)}"
+        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
+        self.timings: dict[str, float] = {}
+        shutil.rmtree(self.artifacts, ignore_errors=True)  # a failed earlier run's logs would mislead
+        self.artifacts.mkdir(parents=True)
+
+    def prepared(self) -> bool:
+        """Whether the work directory holds the project (if not, it was never started: nothing to collect or stop)."""
+        return all((self.work_dir / name).exists() for name in self.files)
+
+    # -- docker-compose ------------------------------------------------------------------------------------
+
+    def compose(self, *args: str, timeout: float = 1800, capture: bool = False, input: str | None = None) -> str:
+        """Run one docker-compose command in the work dir (``input`` on its stdin); its output goes to compose.log
+        (and is returned when ``capture``). Raises with the command and the output's tail when it fails."""
+        command = [str(COMPOSE), "-p", self.project, *(arg for name in self.files for arg in ("-f", name)), *args]
+        env = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
+        env |= self.shell_env
+        env["DOCKER_BUILDKIT"] = "0"  # BuildKit would pull its frontend image from a registry
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                command,
+                cwd=self.work_dir,
+                env=env,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+            stdout, output, returncode = result.stdout, result.stdout + result.stderr, result.returncode
+        except subprocess.TimeoutExpired as expired:
+            stdout = _text(expired.stdout)
+            output = stdout + _text(expired.stderr) + f"\n(killed after {timeout:.0f} s)"
+            returncode = None
+        shown = " ".join(["docker-compose", *args])
+        with (self.artifacts / "compose.log").open("a") as log:
+            log.write(f"\n$ {shown}  # exit {returncode}, {time.monotonic() - started:.1f} s\n{output}")
+        if returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-40:])
+            raise ComposeError(f"`{shown}` failed (exit {returncode}) in {self.work_dir}:\n{tail}")
+        return stdout if capture else ""
+
+    def timed(self, step: str, action, *args, **kwargs):
+        """Run ``action``, recording how long it took under ``step`` (kept in timings.txt, even after a failure)."""
+        started = time.monotonic()
+        try:
+            return action(*args, **kwargs)
+        finally:
+            self.record(step, time.monotonic() - started)
+
+    def record(self, step: str, seconds: float) -> None:
+        self.timings[step] = seconds
+        print(f"[{self.label}] {step}: {seconds:.1f} s", flush=True)
+        (self.artifacts / "timings.txt").write_text(self.timings_table())
+
+    def timings_table(self) -> str:
+        width = max((len(name) for name in self.timings), default=0)
+        return "".join(f"{name:<{width}}  {seconds:8.1f} s\n" for name, seconds in self.timings.items())
+
+    def up(
+        self,
+        phase: str,
+        *,
+        scale: dict[str, int] | None = None,
+        wait_timeout: int = 900,
+        build: bool = True,
+        services: Sequence[str] = (),
+        options: Sequence[str] = (),
+    ) -> None:
+        """``build`` (unless ``build`` is false), then ``up -d --wait [options] [services]``: every service (of
+        ``services``, if given) running and healthy, the one-off service completed."""
+        scaling = [arg for service, count in (scale or {}).items() for arg in ("--scale", f"{service}={count}")]
+        try:
+            if build:
+                self.timed(f"{phase}: build", self.compose, "build")
+            self.timed(
+                f"{phase}: up",
+                self.compose,
+                "up",
+                "-d",
+                "--wait",
+                "--wait-timeout",
+                str(wait_timeout),
+                *scaling,
+                *options,
+                *services,
+                timeout=wait_timeout + 120,
+            )
+            self.check_up(scale or {}, services)
+        except ComposeError:
+            self.collect_diagnostics()
+            raise
+
+    def check_up(self, scale: dict[str, int], only: Sequence[str] = ()) -> None:
+        """Every active service (of ``only``, if given) has its containers running (healthy where checked) and the
+        one-off service exited 0.
+
+        ``up --wait`` alone is not enough: Compose 2.40 exits 0 when airflow-init fails, leaving the services
+        that depend on it created but never started.
+        """
+        services = list(only) or self.compose("config", "--services", capture=True).split()
+        containers = self.containers()
+        trouble = []
+        for service in services:
+            states = [state for state in containers if state["Service"] == service]
+            if len(states) != scale.get(service, 1):
+                trouble.append(f"{service}: {len(states)} containers, {scale.get(service, 1)} expected")
+            trouble += [f"{state['Name']}: {state['Status']}" for state in states if not _up(state, self.one_off)]
+        if trouble:
+            raise ComposeError("`docker-compose up --wait` returned, but not everything is up:\n" + "\n".join(trouble))
+
+    def containers(self) -> list[dict]:
+        """``ps -a`` as JSON, one object per container (Service, Name, State, Health, ExitCode, Status)."""
+        listed = self.compose("ps", "-a", "--format", "json", capture=True, timeout=120)
+        return [json.loads(line) for line in listed.splitlines() if line.strip()]
+
+    def container_ids(self, service: str) -> list[str]:
+        return self.compose("ps", "-q", service, capture=True).split()
+
+    def exec(
+        self, service: str, *command: str, input: str | None = None, timeout: float = 120, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        """``command`` in ``service``'s running container (``input`` on its stdin), logged to compose.log; raises on a
+        non-zero exit when ``check``.
+
+        Through ``docker exec`` on the container: ``docker-compose exec`` (2.40) exits 0 whatever the command's
+        status against an engine of API 1.41 (Debian 12's docker.io 20.10), so a failed check would pass.
+        """
+        ids = self.container_ids(service)
+        if not ids:
+            raise ComposeError(f"{service} has no running container to run {command[0]} in")
+        env = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                ["docker", "exec", "-i", ids[0], *command],
+                env=env,
+                input=input or "",
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as expired:
+            raise ComposeError(f"`{' '.join(command)}` in {service} did not end within {timeout:.0f} s") from expired
+        shown = f"docker exec ({service}) {' '.join(command)}"
+        output = result.stdout + result.stderr
+        with (self.artifacts / "compose.log").open("a") as log:
+            log.write(f"\n$ {shown}  # exit {result.returncode}, {time.monotonic() - started:.1f} s\n{output}")
+        if check and result.returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-40:])
+            raise ComposeError(f"`{shown}` failed (exit {result.returncode}):\n{tail}")
+        return result
+
+    # -- failure and teardown ------------------------------------------------------------------------------
+
+    def collect_diagnostics(self) -> None:
+        """``ps -a`` and each service's last ``log_lines`` lines into the artifacts folder, and a summary printed."""
+        if not self.prepared():
+            return  # never prepared, so never started
+        try:
+            table = self.compose("ps", "-a", capture=True, timeout=120)
+            (self.artifacts / "ps.txt").write_text(table)
+            states = self.containers()
+        except ComposeError as error:
+            print(f"[{self.label}] could not list the containers: {error}", flush=True)
+            return
+        print(f"[{self.label}] containers of {self.project}:\n{table}", flush=True)
+        for service in sorted({state["Service"] for state in states}):
+            try:
+                tail = str(self.log_lines)
+                logs = self.compose("logs", "--no-color", "--tail", tail, service, capture=True, timeout=120)
+            except ComposeError as error:
+                logs = str(error)
+            (self.artifacts / f"{service}.log").write_text(logs)
+        for state in [state for state in states if not _up(state, self.one_off)]:
+            tail = "\n".join((self.artifacts / f"{state['Service']}.log").read_text().splitlines()[-15:])
+            print(f"[{self.label}] {state['Name']}: {state['Status']}; last lines:\n{tail}", flush=True)
+        print(f"[{self.label}] logs of every service in {self.artifacts}", flush=True)
+
+    def leftovers(self) -> dict[str, list[str]]:
+        """The containers, networks and volumes of this project the engine still has."""
+        found = {}
+        for kind, command in (
+            ("containers", ["docker", "ps", "-a", "--format", "{{.Names}}"]),
+            ("networks", ["docker", "network", "ls", "--format", "{{.Name}}"]),
+            ("volumes", ["docker", "volume", "ls", "--format", "{{.Name}}"]),
+        ):
+            listed = subprocess.run(
+                [*command, "--filter", f"label={PROJECT_LABEL}={self.project}"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found[kind] = listed.stdout.split()
+        return found
+
+    def down(self) -> None:
+        """``down -v --remove-orphans`` for every profile; assert nothing of the project is left (whatever is, is
+        removed all the same, so that a failed run leaks nothing); remove the work dir."""
+        try:
+            if not self.prepared():
+                return  # never prepared, so never started
+            self.timed("down", self.compose, "--profile", "*", "down", "-v", "--remove-orphans", timeout=600)
+            left = self.leftovers()
+            if any(left.values()):
+                self._force_remove(left)
+                raise AssertionError(f"`docker compose down -v` left part of {self.project} behind: {left}")
+        finally:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _force_remove(self, left: dict[str, list[str]]) -> None:
+        for kind, command in (
+            ("containers", ["docker", "rm", "-f", "-v"]),
+            ("networks", ["docker", "network", "rm"]),
+            ("volumes", ["docker", "volume", "rm", "-f"]),
+        ):
+            if left[kind]:
+                subprocess.run([*command, *left[kind]], capture_output=True, check=False)
+
+
+class ComposeStack(ComposeProject):
+    """The project's docker-compose.yaml (``retail-compose-test-…``), with ``override``, in a copy of the working
+    tree with its own ``.env``."""
 
     def __init__(self, override: Path, *, repo: Path = REPO_ROOT, artifacts: Path = ARTIFACTS) -> None:
         self.repo = repo
         self.override = override.resolve().relative_to(repo.resolve())
-        self.artifacts = artifacts
-        self.project = f"retail-compose-test-{secrets.token_hex(4)}"
-        self.work_dir = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
-        self.timings: dict[str, float] = {}
+        super().__init__(
+            ["docker-compose.yaml", str(self.override)],
+            prefix="retail-compose-test",
+            artifacts=artifacts,
+            one_off=INIT_SERVICE,
+        )
         self.env: dict[str, str] = {}
-        shutil.rmtree(self.artifacts, ignore_errors=True)  # a failed earlier run's logs would mislead
-        self.artifacts.mkdir(parents=True)
+
+    def prepared(self) -> bool:
+        return (self.work_dir / ".env").exists()
 
     # -- the work directory and its .env -------------------------------------------------------------------
 
@@ -99,162 +354,8 @@ class ComposeStack:
         path.write_text(text)
         self.env = _read_env(path)
 
-    # -- docker-compose ------------------------------------------------------------------------------------
 
-    def compose(self, *args: str, timeout: float = 1800, capture: bool = False) -> str:
-        """Run one docker-compose command in the work dir; its output goes to compose.log (and is returned when
-        ``capture``). Raises with the command and the output's tail when it fails."""
-        command = [str(COMPOSE), "-p", self.project, "-f", "docker-compose.yaml", "-f", str(self.override), *args]
-        env = {name: os.environ[name] for name in PASSED_ENVIRONMENT if name in os.environ}
-        env["DOCKER_BUILDKIT"] = "0"  # BuildKit would pull its frontend image from a registry
-        started = time.monotonic()
-        try:
-            result = subprocess.run(
-                command, cwd=self.work_dir, env=env, capture_output=True, text=True, timeout=timeout, check=False
-            )
-            stdout, output, returncode = result.stdout, result.stdout + result.stderr, result.returncode
-        except subprocess.TimeoutExpired as expired:
-            stdout = _text(expired.stdout)
-            output = stdout + _text(expired.stderr) + f"\n(killed after {timeout:.0f} s)"
-            returncode = None
-        shown = " ".join(["docker-compose", *args])
-        with (self.artifacts / "compose.log").open("a") as log:
-            log.write(f"\n$ {shown}  # exit {returncode}, {time.monotonic() - started:.1f} s\n{output}")
-        if returncode != 0:
-            tail = "\n".join(output.strip().splitlines()[-40:])
-            raise ComposeError(f"`{shown}` failed (exit {returncode}) in {self.work_dir}:\n{tail}")
-        return stdout if capture else ""
-
-    def timed(self, step: str, action, *args, **kwargs):
-        """Run ``action``, recording how long it took under ``step`` (kept in timings.txt, even after a failure)."""
-        started = time.monotonic()
-        try:
-            return action(*args, **kwargs)
-        finally:
-            self.record(step, time.monotonic() - started)
-
-    def record(self, step: str, seconds: float) -> None:
-        self.timings[step] = seconds
-        print(f"[compose] {step}: {seconds:.1f} s", flush=True)
-        (self.artifacts / "timings.txt").write_text(self.timings_table())
-
-    def timings_table(self) -> str:
-        width = max((len(name) for name in self.timings), default=0)
-        return "".join(f"{name:<{width}}  {seconds:8.1f} s\n" for name, seconds in self.timings.items())
-
-    def up(self, phase: str, *, scale: dict[str, int] | None = None, wait_timeout: int = 900) -> None:
-        """``build``, then ``up -d --wait``: every service running and healthy, airflow-init completed."""
-        scaling = [arg for service, count in (scale or {}).items() for arg in ("--scale", f"{service}={count}")]
-        try:
-            self.timed(f"{phase}: build", self.compose, "build")
-            self.timed(
-                f"{phase}: up",
-                self.compose,
-                "up",
-                "-d",
-                "--wait",
-                "--wait-timeout",
-                str(wait_timeout),
-                *scaling,
-                timeout=wait_timeout + 120,
-            )
-            self.check_up(scale or {})
-        except ComposeError:
-            self.collect_diagnostics()
-            raise
-
-    def check_up(self, scale: dict[str, int]) -> None:
-        """Every active service has its containers running (healthy where checked) and the init service exited 0.
-
-        ``up --wait`` alone is not enough: Compose 2.40 exits 0 when airflow-init fails, leaving the services
-        that depend on it created but never started.
-        """
-        services = self.compose("config", "--services", capture=True).split()
-        containers = self.containers()
-        trouble = []
-        for service in services:
-            states = [state for state in containers if state["Service"] == service]
-            if len(states) != scale.get(service, 1):
-                trouble.append(f"{service}: {len(states)} containers, {scale.get(service, 1)} expected")
-            trouble += [f"{state['Name']}: {state['Status']}" for state in states if not _up(state, INIT_SERVICE)]
-        if trouble:
-            raise ComposeError("`docker-compose up --wait` returned, but not everything is up:\n" + "\n".join(trouble))
-
-    def containers(self) -> list[dict]:
-        """``ps -a`` as JSON, one object per container (Service, Name, State, Health, ExitCode, Status)."""
-        listed = self.compose("ps", "-a", "--format", "json", capture=True, timeout=120)
-        return [json.loads(line) for line in listed.splitlines() if line.strip()]
-
-    def container_ids(self, service: str) -> list[str]:
-        return self.compose("ps", "-q", service, capture=True).split()
-
-    # -- failure and teardown ------------------------------------------------------------------------------
-
-    def collect_diagnostics(self) -> None:
-        """``ps -a`` and each service's last LOG_LINES lines into the artifacts folder, and a summary printed."""
-        if not (self.work_dir / ".env").exists():
-            return  # never prepared, so never started
-        try:
-            table = self.compose("ps", "-a", capture=True, timeout=120)
-            (self.artifacts / "ps.txt").write_text(table)
-            states = self.containers()
-        except ComposeError as error:
-            print(f"[compose] could not list the containers: {error}", flush=True)
-            return
-        print(f"[compose] containers of {self.project}:\n{table}", flush=True)
-        for service in sorted({state["Service"] for state in states}):
-            try:
-                logs = self.compose("logs", "--no-color", "--tail", str(LOG_LINES), service, capture=True, timeout=120)
-            except ComposeError as error:
-                logs = str(error)
-            (self.artifacts / f"{service}.log").write_text(logs)
-        for state in [state for state in states if not _up(state, INIT_SERVICE)]:
-            tail = "\n".join((self.artifacts / f"{state['Service']}.log").read_text().splitlines()[-15:])
-            print(f"[compose] {state['Name']}: {state['Status']}; last lines:\n{tail}", flush=True)
-        print(f"[compose] logs of every service in {self.artifacts}", flush=True)
-
-    def leftovers(self) -> dict[str, list[str]]:
-        """The containers, networks and volumes of this project the engine still has."""
-        found = {}
-        for kind, command in (
-            ("containers", ["docker", "ps", "-a", "--format", "{{.Names}}"]),
-            ("networks", ["docker", "network", "ls", "--format", "{{.Name}}"]),
-            ("volumes", ["docker", "volume", "ls", "--format", "{{.Name}}"]),
-        ):
-            listed = subprocess.run(
-                [*command, "--filter", f"label={PROJECT_LABEL}={self.project}"],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            found[kind] = listed.stdout.split()
-        return found
-
-    def down(self) -> None:
-        """``down -v --remove-orphans`` for every profile; assert nothing of the project is left (whatever is, is
-        removed all the same, so that a failed run leaks nothing); remove the work dir."""
-        try:
-            if not (self.work_dir / ".env").exists():
-                return  # never prepared, so never started
-            self.timed("down", self.compose, "--profile", "*", "down", "-v", "--remove-orphans", timeout=600)
-            left = self.leftovers()
-            if any(left.values()):
-                self._force_remove(left)
-                raise AssertionError(f"`docker compose down -v` left part of {self.project} behind: {left}")
-        finally:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def _force_remove(self, left: dict[str, list[str]]) -> None:
-        for kind, command in (
-            ("containers", ["docker", "rm", "-f", "-v"]),
-            ("networks", ["docker", "network", "rm"]),
-            ("volumes", ["docker", "volume", "rm", "-f"]),
-        ):
-            if left[kind]:
-                subprocess.run([*command, *left[kind]], capture_output=True, check=False)
-
-
-def _up(state: dict, one_off: str) -> bool:
+def _up(state: dict, one_off: str | None) -> bool:
     """A container as ``up`` should leave it: running and not unhealthy, or the one-off service exited 0."""
     if state["Service"] == one_off:
         return state["State"] == "exited" and state.get("ExitCode") == 0
