@@ -24,7 +24,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 OVERRIDE_FILE = HERE / "docker-compose.standins.yaml"
 STANDINS = HERE / "standins"
-MWAA_CONSTRAINTS = REPO.parent / "shared" / "mwaa" / "airflow-3.3.1-constraints-py3.12.txt"
+MWAA_PINS = REPO.parent / "shared" / "mwaa"
+MWAA_CONSTRAINTS = MWAA_PINS / "airflow-3.3.1-constraints-py3.12.txt"
+MWAA_ESSENTIAL_CONSTRAINTS = MWAA_PINS / "mwaa-3.3.1-essential-constraints.txt"
 # The machine's trust store: pip and uv inside the builds go through its TLS-inspecting proxy.
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DIGEST_LABEL = "org.retail-pipeline.standin-digest"
@@ -44,7 +46,11 @@ IMAGES = (
     Standin("postgres", "retail-standin/postgres:16", "postgres:16"),
     Standin("moto", "retail-standin/moto:5.2.5", "motoserver/moto:5.2.5"),
     Standin("redis", "retail-standin/redis:7.2-bookworm", "redis:7.2-bookworm"),
+    # Amazon MWAA's runtime, for the rehearsal of a deployment (tests/mwaa): no image of it is published.
+    Standin("mwaa", "retail-standin/mwaa:3.3.1", "Amazon MWAA 3.3.1 (aws/amazon-mwaa-docker-images)"),
 )
+# Stand-ins whose build context gets this machine's CPython 3.12 (as python/) and Airflow's constraints.
+PYTHON_IMAGES = {"airflow", "mwaa"}
 
 
 class StandinBuildError(RuntimeError):
@@ -60,8 +66,10 @@ def ensure_images(docker: str = "docker") -> None:
         folder = STANDINS / standin.name
         files = sorted(path for path in folder.rglob("*") if path.is_file())
         inputs = [base_digest.encode(), *(_file_bytes(path, folder) for path in files)]
-        if standin.name == "airflow":
+        if standin.name in PYTHON_IMAGES:
             inputs += [_python312().encode(), MWAA_CONSTRAINTS.read_bytes()]
+        if standin.name == "mwaa":
+            inputs.append(MWAA_ESSENTIAL_CONSTRAINTS.read_bytes())
         digest = _digest(*inputs)
         if _label(docker, standin.tag) != digest:
             _build_standin(docker, standin, digest)
@@ -105,9 +113,11 @@ def _build_standin(docker: str, standin: Standin, digest: str) -> None:
     with tempfile.TemporaryDirectory(prefix=f"retail-standin-{standin.name}-") as scratch:
         context = Path(scratch)
         shutil.copytree(STANDINS / standin.name, context, dirs_exist_ok=True, symlinks=True)
-        if standin.name == "airflow":
+        if standin.name in PYTHON_IMAGES:
             _copy_python(Path(_python312()), context / "python")
             shutil.copyfile(MWAA_CONSTRAINTS, context / "constraints.txt")
+        if standin.name == "mwaa":
+            shutil.copyfile(MWAA_ESSENTIAL_CONSTRAINTS, context / "mwaa_essential_constraints.txt")
         command = [docker, "build", "--quiet", "--label", f"{DIGEST_LABEL}={digest}", "-t", standin.tag, str(context)]
         _run(command, f"docker build of {standin.tag}", env={**os.environ, "DOCKER_BUILDKIT": "0"})
     _say(f"built {standin.tag} (stands in for {standin.official}) in {time.monotonic() - started:.0f} s")
