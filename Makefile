@@ -140,6 +140,10 @@ mwaa-upload: venv ## sync the bundle to STACK's MWAA bucket (DAG and code change
 mwaa-teardown: venv ## empty STACK's buckets and delete the stack (asks first)
 	@$(PY) -m mwaa teardown --stack "$(STACK)"
 
+.PHONY: mwaa-rehearse
+mwaa-rehearse: venv ## rehearse the MWAA deployment on Docker: the bundle, the template's secrets, the real workbook
+	@$(PY) -m pytest tests/mwaa
+
 .PHONY: clean
 clean: down ## stop the stack and delete its state and the virtualenvs
 	rm -rf .devstack $(VENV) $(DBT_VENV) .tools $(DBT_DIR)/target $(DBT_DIR)/logs
