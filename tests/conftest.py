@@ -12,11 +12,13 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devstack.stack import Stack
+from tests.compose.engine import StartedEngine, docker_engine
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("RETAIL_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -61,3 +63,11 @@ def real_csv() -> Path:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     STACK.down()
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def docker() -> Iterator[StartedEngine | None]:
+    """The Docker engine of the container tests (tests/compose, tests/mwaa): the running one (``None``), or one
+    started now and stopped at the end of the session, after every project on it is down."""
+    with docker_engine() as engine:
+        yield engine

@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from devstack.state import free_port
@@ -118,6 +119,38 @@ class ComposeProject:
             return action(*args, **kwargs)
         finally:
             self.record(step, time.monotonic() - started)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """A named step of a test's flow: printed, timed into timings.txt, and named in the failure if it fails."""
+        print(f"[{self.label}] step: {name}", flush=True)
+        started = time.monotonic()
+        try:
+            yield
+        except Exception as error:
+            error.add_note(f"in step: {name}")
+            raise
+        finally:
+            self.record(name, time.monotonic() - started)
+
+    @contextmanager
+    def kept_until_down(self, request, prepare: Callable[[], None]) -> Iterator[None]:
+        """A module fixture's life: ``prepare``, yield, then whatever happened keep a failure's diagnostics, bring
+        the project down (checked empty) and record the total."""
+        started = time.monotonic()
+        failed_before = request.session.testsfailed
+        setup_failed = True
+        try:
+            prepare()
+            setup_failed = False
+            yield
+        finally:
+            try:
+                if setup_failed or request.session.testsfailed > failed_before:
+                    self.collect_diagnostics()
+                self.down()
+            finally:
+                self.record("total", time.monotonic() - started)
 
     def record(self, step: str, seconds: float) -> None:
         self.timings[step] = seconds

@@ -6,22 +6,14 @@ checked gone) before an engine this session started is stopped.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.compose.compose_stack import ComposeStack
-from tests.compose.engine import StartedEngine, docker_engine
+from tests.compose.engine import StartedEngine
 
 _timings: list[str] = []
-
-
-@pytest.fixture(scope="session")
-def docker() -> Iterator[StartedEngine | None]:
-    """The engine: the running one (``None``), or one started now and stopped at the end of the session."""
-    with docker_engine() as engine:
-        yield engine
 
 
 @pytest.fixture(scope="module")
@@ -29,23 +21,17 @@ def compose_stack(request: pytest.FixtureRequest, docker: StartedEngine | None) 
     """A prepared, not yet started, project; on a failure its containers and logs are kept in the artifacts."""
     from tests.compose.standins import OVERRIDE_FILE, ensure_images
 
-    started = time.monotonic()
-    failed_before = request.session.testsfailed
     stack = ComposeStack(OVERRIDE_FILE)
-    setup_failed = True
-    try:
+
+    def prepare() -> None:
         stack.timed("stand-in images", ensure_images)
         stack.prepare()
-        setup_failed = False
-        yield stack
+
+    try:
+        with stack.kept_until_down(request, prepare):
+            yield stack
     finally:
-        try:
-            if setup_failed or request.session.testsfailed > failed_before:
-                stack.collect_diagnostics()
-            stack.down()
-        finally:
-            stack.record("total", time.monotonic() - started)
-            _timings[:] = [stack.timings_table()]
+        _timings[:] = [stack.timings_table()]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

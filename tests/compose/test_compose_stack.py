@@ -13,8 +13,6 @@ import json
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -44,20 +42,6 @@ UP_TIMEOUT = 900
 LOG_TAIL = 40
 
 
-@contextmanager
-def step(stack: ComposeStack, name: str) -> Iterator[None]:
-    """A named step of the flow: printed, timed into timings.txt, and named in the failure if it fails."""
-    print(f"[compose] step: {name}", flush=True)
-    started = time.monotonic()
-    try:
-        yield
-    except Exception as error:
-        error.add_note(f"in step: {name}")
-        raise
-    finally:
-        stack.record(name, time.monotonic() - started)
-
-
 def test_compose_stack_runs_the_pipeline_on_local_and_celery_executors(compose_stack: ComposeStack, tmp_path) -> None:
     if not REAL_WORKBOOK.is_file():
         pytest.skip(f"the real Online Retail workbook is not at {REAL_WORKBOOK} (../shared/data is absent)")
@@ -66,23 +50,23 @@ def test_compose_stack_runs_the_pipeline_on_local_and_celery_executors(compose_s
     stack.up("local", wait_timeout=UP_TIMEOUT)
     api = airflow_api(stack)
     with warehouse(stack) as conn:
-        with step(stack, "local: ingest + transform of the real workbook"):
+        with stack.step("local: ingest + transform of the real workbook"):
             key = f"incoming/{REAL_WORKBOOK.name}"
             uploaded_at = upload(stack, REAL_WORKBOOK, key)
             wait_for_ingest(api, conn, key, since=uploaded_at)
             wait_for_transform(api, since=uploaded_at)
 
-        with step(stack, "local: warehouse and alerts checked"):
+        with stack.step("local: warehouse and alerts checked"):
             check_bronze_silver_and_gold(conn, key)
             check_alerts(stack, key, REAL_WORKBOOK_ROWS)
 
-        with step(stack, "local: UI and login checked"):
+        with stack.step("local: UI and login checked"):
             check_ui_and_login(stack)
 
         stack.set_env(AIRFLOW_EXECUTOR="CeleryExecutor", COMPOSE_PROFILES="celery")
         stack.up("celery", scale={"airflow-worker": 2}, wait_timeout=UP_TIMEOUT)
         api = airflow_api(stack)
-        with step(stack, "celery: ingest + transform of a second file"):
+        with stack.step("celery: ingest + transform of a second file"):
             second = sample.sample_workbook(tmp_path)
             second_rows = len(sample.sample_rows())
             second_key = f"incoming/{second.name}"
@@ -91,7 +75,7 @@ def test_compose_stack_runs_the_pipeline_on_local_and_celery_executors(compose_s
             ingest = wait_for_ingest(api, conn, second_key, since=uploaded_at)
             transform = wait_for_transform(api, since=uploaded_at)
 
-        with step(stack, "celery: warehouse, alerts and workers checked"):
+        with stack.step("celery: warehouse, alerts and workers checked"):
             assert ledger(conn, second_key) == ("loaded", second_rows)
             assert bronze_rows(conn) - bronze_before == second_rows
             check_alerts(stack, second_key, second_rows, transform=False)

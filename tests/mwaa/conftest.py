@@ -6,43 +6,25 @@ Order matters as in tests/compose: the engine must answer before anything is bui
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.compose.engine import StartedEngine, docker_engine
+from tests.compose.engine import StartedEngine
 from tests.mwaa.rehearsal_stack import Rehearsal
 
 _timings: list[str] = []
 
 
-@pytest.fixture(scope="session")
-def docker() -> Iterator[StartedEngine | None]:
-    """The engine: the running one (``None``), or one started now and stopped at the end of the session."""
-    with docker_engine() as engine:
-        yield engine
-
-
 @pytest.fixture(scope="module")
 def rehearsal(request: pytest.FixtureRequest, docker: StartedEngine | None) -> Iterator[Rehearsal]:
     """A prepared, not yet started, rehearsal; on a failure ``ps`` and every service's log go to the artifacts."""
-    started = time.monotonic()
-    failed_before = request.session.testsfailed
     project = Rehearsal()
-    setup_failed = True
     try:
-        project.prepare()
-        setup_failed = False
-        yield project
+        with project.kept_until_down(request, project.prepare):
+            yield project
     finally:
-        try:
-            if setup_failed or request.session.testsfailed > failed_before:
-                project.collect_diagnostics()
-            project.down()
-        finally:
-            project.record("total", time.monotonic() - started)
-            _timings[:] = [project.timings_table()]
+        _timings[:] = [project.timings_table()]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

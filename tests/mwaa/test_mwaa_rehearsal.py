@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,51 +58,37 @@ MISSING_CONNECTION = config.WAREHOUSE_TRANSFORM_CONN_ID
 MISSING_PACKAGE, MISSING_MODULE = "astronomer-cosmos", "cosmos"
 
 
-@contextmanager
-def step(rehearsal: Rehearsal, name: str) -> Iterator[None]:
-    """A named step of the flow: printed, timed into timings.txt, and named in the failure if it fails."""
-    print(f"[mwaa] step: {name}", flush=True)
-    started = time.monotonic()
-    try:
-        yield
-    except Exception as error:
-        error.add_note(f"in step: {name}")
-        raise
-    finally:
-        rehearsal.record(name, time.monotonic() - started)
-
-
 def test_the_bundle_runs_on_an_mwaa_shaped_deployment_made_from_the_template(rehearsal: Rehearsal, tmp_path) -> None:
     if not REAL_WORKBOOK.is_file():
         pytest.skip(f"the real Online Retail workbook is not at {REAL_WORKBOOK} (../shared/data is absent)")
     from tests.compose.standins import ensure_images
 
-    with step(rehearsal, "bundle built (python -m mwaa bundle)"):
+    with rehearsal.step("bundle built (python -m mwaa bundle)"):
         rehearsal.build_bundle()
-    with step(rehearsal, "stand-in images"):
+    with rehearsal.step("stand-in images"):
         ensure_images()
     rehearsal.up("moto, rds, metadata-db, redis", build=False, services=BACKING_SERVICES)
-    with step(rehearsal, "provisioned from the template, bundle uploaded"):
+    with rehearsal.step("provisioned from the template, bundle uploaded"):
         deployment = rehearsal.provision()
     rehearsal.up("Airflow services (cold start)", build=False, wait_timeout=UP_TIMEOUT)
     record_startup_script(rehearsal, "cold start")
 
     api = rehearsal.api()
-    with step(rehearsal, "DAGs parsed without import errors, unpaused"):
+    with rehearsal.step("DAGs parsed without import errors, unpaused"):
         wait_for_dags(api)
         for dag_id in DAG_IDS:  # MWAA creates DAGs paused; the user unpauses them (docs/mwaa.md)
             api.patch(f"/dags/{dag_id}", {"is_paused": False})
 
-    with step(rehearsal, "real workbook: retail_ingest, then retail_transform"):
+    with rehearsal.step("real workbook: retail_ingest, then retail_transform"):
         key = f"incoming/{REAL_WORKBOOK.name}"
         uploaded_at = upload(rehearsal, REAL_WORKBOOK, key)
         wait_for_ingest(rehearsal, api, key, since=uploaded_at)
         wait_for_transform(api, since=uploaded_at)
-    with step(rehearsal, "warehouse (bronze, silver, gold) and both SNS messages checked"):
+    with rehearsal.step("warehouse (bronze, silver, gold) and both SNS messages checked"):
         check_warehouse(rehearsal, key)
         check_alerts(rehearsal, key, REAL_WORKBOOK_ROWS, transform=True)
 
-    with step(rehearsal, "dags-only change uploaded (make mwaa-upload) and picked up"):
+    with rehearsal.step("dags-only change uploaded (make mwaa-upload) and picked up"):
         marker = f"Rehearsal marker {rehearsal.project}"
         edit_dag_doc(rehearsal.bundle / "dags" / "retail_ingest_file.py", marker)
         pristine = rehearsal.bundle.with_name("bundle-pristine")
@@ -120,7 +103,7 @@ def test_the_bundle_runs_on_an_mwaa_shaped_deployment_made_from_the_template(reh
         )
     # From here on, the named-file DAG alone takes files: the waiting DAG would race it for each upload.
     stop_waiting_ingest(api)
-    with step(rehearsal, "after the change: retail_ingest_file loads a second file"):
+    with rehearsal.step("after the change: retail_ingest_file loads a second file"):
         second = sample.sample_workbook(tmp_path)
         rows = len(sample.sample_rows())
         second_key = f"incoming/{second.name}"
@@ -132,7 +115,7 @@ def test_the_bundle_runs_on_an_mwaa_shaped_deployment_made_from_the_template(reh
         check_alerts(rehearsal, second_key, rows, transform=False)
 
     causes = {}
-    with step(rehearsal, "break (c): a file left out of the bundle"):
+    with rehearsal.step("break (c): a file left out of the bundle"):
         (rehearsal.bundle / "dags" / LEFT_OUT_FILE).unlink()
         rehearsal.upload()
         wait_for_synced(rehearsal, f"dags/{LEFT_OUT_FILE}", present=False)
@@ -141,7 +124,7 @@ def test_the_bundle_runs_on_an_mwaa_shaped_deployment_made_from_the_template(reh
         rehearsal.upload()
         wait_for_synced(rehearsal, f"dags/{LEFT_OUT_FILE}")
 
-    with step(rehearsal, "break (b): a connection the template does not create"):
+    with rehearsal.step("break (b): a connection the template does not create"):
         removed = secrets_left_out(deployment, connection=MISSING_CONNECTION)
         secretsmanager = rehearsal.aws("secretsmanager")
         for secret in removed:  # what the stack update with that template deletes
@@ -152,7 +135,7 @@ def test_the_bundle_runs_on_an_mwaa_shaped_deployment_made_from_the_template(reh
         for secret in removed:
             put_secret(secretsmanager, secret)
 
-    with step(rehearsal, "break (a): a package missing from requirements.txt (upload, environment update)"):
+    with rehearsal.step("break (a): a package missing from requirements.txt (upload, environment update)"):
         drop_requirement(rehearsal.bundle / "requirements.txt", MISSING_PACKAGE)
         before = set(rehearsal.container_ids("dag-processor"))
         versions = rehearsal.upload()
