@@ -62,9 +62,12 @@ test: venv ## run the whole test suite (starts its own PostgreSQL and moto serve
 compose-test: venv ## run docker-compose.yaml for real: build, up, both executors, the real workbook, down -v
 	@$(PY) -m pytest tests/compose
 
+# TRIGGER: how uploads are detected, sensor (the default) or events (S3 notifications through SQS).
+TRIGGER ?= sensor
+
 .PHONY: up
-up: venv ## start a full local Airflow (UI on 127.0.0.1:8080) with PostgreSQL and moto S3/SNS
-	@$(PY) -m devstack up
+up: venv ## start a full local Airflow (UI on 127.0.0.1:8080) with PostgreSQL and moto S3/SNS (TRIGGER=events)
+	@$(PY) -m devstack up --trigger "$(TRIGGER)"
 
 .PHONY: down
 down: ## stop everything the embedded stack started

@@ -1,5 +1,5 @@
 """
-### Retail ingest: S3 workbooks into the bronze schema
+### Retail ingest: S3 workbooks into the bronze schema (detection by sensor)
 
 Waits (deferred, in the triggerer) for files under `incoming/` of the bucket named by the Variable
 `retail_bucket`, then loads each file in its own mapped task:
@@ -12,9 +12,15 @@ Waits (deferred, in the triggerer) for files under `incoming/` of the bucket nam
 4. move the object to `processed/`, or, when the file breaks the contract, to `quarantine/` with a
    `.report.json` beside it (nothing is loaded and the task fails without retrying).
 
-A fault of the platform (the warehouse or S3 unreachable) is retried with backoff; after the last try
-the file is recorded `failed` in the ledger, alerted once, and left in `incoming/`: this DAG does not
-take it again until its content changes (a new upload); trigger `retail_ingest_file` to retry it now.
+**Detection.** This DAG runs when the setting `retail_trigger` is `sensor` (the default); with `events`,
+`retail_ingest_events` takes the uploads instead and this DAG has no schedule. The sensor lists `incoming/`
+every 5 s from the triggerer (about 17,000 LISTs a day) and ignores folder markers. After an hour without a
+file its run ends skipped and the next wait starts. An error of the sensor itself (S3 unreachable, access
+denied) is retried with backoff for about 1.5 hours and alerts at the first failed try.
+
+A fault of the platform during a load (the warehouse or S3 unreachable) is retried with backoff; after the
+last try the file is recorded `failed` in the ledger, alerted once, and moved to `failed/`: move it back to
+`incoming/` once the platform is fixed.
 
 The warehouse schema and roles are applied (idempotently) while the sensor waits. The same content is
 loaded once (the ledger keys it by SHA-256); a corrected file under a loaded key supersedes the earlier
@@ -30,17 +36,18 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk import dag
 
 from include.retail import config
-from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files, wants_loading
+from include.retail.detection import Trigger, chosen_trigger
+from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files
+from include.retail.upload_sensor import SENSOR_RETRY_ARGS, IncomingFilesSensor
 
 
 @dag(
     dag_id="retail_ingest",
     # A sensor is always waiting, and runs never pile up: the next run starts when this one ends.
-    schedule="@continuous",
+    schedule="@continuous" if chosen_trigger() is Trigger.SENSOR else None,
     max_active_runs=1,
     start_date=datetime(2026, 1, 1),
     catchup=False,
@@ -49,21 +56,16 @@ from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, list_incoming, load
     default_args=INGEST_DEFAULT_ARGS,
 )
 def retail_ingest():
-    wait_for_files = S3KeySensor(
+    wait_for_files = IncomingFilesSensor(
         task_id="wait_for_files",
         aws_conn_id=config.AWS_CONN_ID,
         bucket_name="{{ var.value." + config.BUCKET_VARIABLE + " }}",
-        bucket_key=config.INCOMING_PREFIX + "*",
-        wildcard_match=True,
-        check_fn=wants_loading,
-        metadata_keys=["Key", "ETag"],  # the check leaves alone failed files whose content has not changed
-        deferrable=True,
         # One LIST of incoming/ every 5 s from the triggerer: about 17,000 requests ($0.09) a day on S3,
         # for uploads picked up within seconds (the end-to-end target is a minute).
         poke_interval=5,
         # Give up quietly after an hour; @continuous starts the next wait straight away.
         timeout=timedelta(hours=1).total_seconds(),
-        soft_fail=True,
+        **SENSOR_RETRY_ARGS,
     )
 
     keys = list_incoming()

@@ -6,7 +6,14 @@ import sys
 import time
 from pathlib import Path
 
-from devstack.aws import TOPIC, provision, read_alerts
+from devstack.aws import (
+    TOPIC,
+    UPLOADS_QUEUE,
+    provision,
+    provision_upload_events,
+    read_alerts,
+    remove_upload_events,
+)
 from devstack.processes import alive, read_pid, spawn, stop_group
 from devstack.state import StackState, free_port, port_open
 
@@ -30,6 +37,11 @@ class MotoServer:
     @property
     def topic_arn(self) -> str:
         return f"arn:aws:sns:{REGION}:{MOTO_ACCOUNT}:{TOPIC}"
+
+    @property
+    def uploads_queue_url(self) -> str:
+        """The queue the bucket notifies of uploads when detection is by events (as moto names its URLs)."""
+        return f"{self.url}/{MOTO_ACCOUNT}/{UPLOADS_QUEUE}"
 
     @property
     def pid_file(self) -> Path:
@@ -82,8 +94,14 @@ class MotoServer:
         self.pid_file.unlink(missing_ok=True)
 
     def provision(self) -> None:
-        """The bucket, the topic and its SQS inbox (idempotent): moto keeps them in memory only."""
-        provision(self.client("s3"), self.client("sns"), self.client("sqs"))
+        """The bucket, the topic and its SQS inbox, and when the stack detects uploads by events, the upload
+        queue the bucket notifies (otherwise no notification). Idempotent: moto keeps them in memory only."""
+        s3, sqs = self.client("s3"), self.client("sqs")
+        provision(s3, self.client("sns"), sqs)
+        if self.state.trigger == "events":
+            provision_upload_events(s3, sqs)
+        else:
+            remove_upload_events(s3)
 
     def read_alerts(self) -> list[dict]:
         """Take every alert waiting in the SQS inbox: ``{"subject", "message"}`` each."""

@@ -80,6 +80,12 @@ class Stack:
             connection_variable(config.WAREHOUSE_TRANSFORM_CONN_ID): self.warehouse.url(TRANSFORMER_ROLE),
             variable_variable(config.BUCKET_VARIABLE): BUCKET,
             variable_variable(config.ALERTS_TOPIC_VARIABLE): self.moto.topic_arn,
+            variable_variable(config.TRIGGER_VARIABLE): self.state.trigger,
+            **(
+                {variable_variable(config.UPLOADS_QUEUE_VARIABLE): self.moto.uploads_queue_url}
+                if self.state.trigger == "events"
+                else {}
+            ),
         }
 
     def boto3_client(self, service: str):
@@ -95,6 +101,12 @@ class Stack:
         self.moto.provision()
         self.airflow.migrate()
         self.airflow.fail_orphaned_runs()
+
+    def use_trigger(self, trigger: str) -> None:
+        """Detect uploads by ``sensor`` or ``events`` from the next ``up`` on (remembered in the state)."""
+        if trigger != self.state.trigger:
+            self.state.trigger = trigger
+            self.state.save(self.home)
 
     def down(self) -> None:
         self.airflow.stop()

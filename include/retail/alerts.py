@@ -116,7 +116,26 @@ def dbt_failures(context) -> list[dict]:
 
 def alert_on_failure(context) -> None:
     """The on_failure_callback of every task: build the alert and publish it, retrying while SNS is down."""
+    _send(*failure_alert(context))
+
+
+def alert_on_first_retry(context) -> None:
+    """An on_retry_callback for tasks retried for long (the upload sensor): alert when the first try fails,
+    once, rather than only hours later when the last one does; later retries stay quiet."""
+    if context["ti"].try_number != 1:
+        return
     subject, message = failure_alert(context)
+    subject = subject.replace(" FAILED ", " FAILING ", 1) + " (retrying)"
+    message = message.replace(
+        "A task of the retail pipeline failed.",
+        "A task of the retail pipeline failed and is retried with backoff; no further alert is sent unless its"
+        " last try fails too.",
+        1,
+    )
+    _send(subject_line(subject), message)
+
+
+def _send(subject: str, message: str) -> None:
     try:
         from airflow.sdk import Variable
 

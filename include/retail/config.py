@@ -15,6 +15,10 @@ WAREHOUSE_TRANSFORM_CONN_ID = "retail_warehouse_transform"  # dbt: reads bronze,
 
 # Airflow Variables.
 BUCKET_VARIABLE = "retail_bucket"
+# How uploads are detected: "sensor" (the default) or "events" (include/retail/detection.py).
+TRIGGER_VARIABLE = "retail_trigger"
+# events only: the SQS queue the bucket notifies of uploads under incoming/.
+UPLOADS_QUEUE_VARIABLE = "retail_uploads_queue_url"
 ALERTS_TOPIC_VARIABLE = "retail_alerts_topic_arn"
 MAX_REJECTED_FRACTION_VARIABLE = "retail_max_rejected_fraction"
 DEFAULT_MAX_REJECTED_FRACTION = 0.01  # a file with more than 1% untypeable rows is rejected whole
@@ -26,6 +30,7 @@ READ_LIMIT_VARIABLE_PREFIX = "retail_read_limit_"
 INCOMING_PREFIX = "incoming/"
 PROCESSED_PREFIX = "processed/"
 QUARANTINE_PREFIX = "quarantine/"
+FAILED_PREFIX = "failed/"  # the platform's fault after the last try: move it back to incoming/ to retry
 REPORT_SUFFIX = ".report.json"
 
 # Alerts.

@@ -6,6 +6,7 @@ The checks take clients, not environments: the embedded stack wires them in ``py
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -143,6 +144,36 @@ def check_bucket(s3, bucket: str, now: datetime, *, stuck_after: timedelta = STU
     else:
         quarantine = Check("files in quarantine/", OK, "0")
     return [incoming, quarantine]
+
+
+def check_upload_queue(sqs, queue_url: str) -> list[Check]:
+    """Detection by events: messages waiting in the upload queue (the watcher takes each within seconds, so a
+    backlog means it is not running), and messages in its dead-letter queue (received but never deleted)."""
+
+    def depth(url: str) -> int:
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    try:
+        waiting = depth(queue_url)
+        redrive = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        dead_arn = json.loads(redrive["RedrivePolicy"])["deadLetterTargetArn"]
+        dead_name, dead_account = dead_arn.split(":")[-1], dead_arn.split(":")[-2]
+        dead_url = sqs.get_queue_url(QueueName=dead_name, QueueOwnerAWSAccountId=dead_account)["QueueUrl"]
+        dead = depth(dead_url)
+    except Exception as error:
+        return [Check("upload queue", CRITICAL, f"{queue_url} unreachable: {_first_line(error)}")]
+    queued = Check(
+        "upload queue",
+        WARNING if waiting else OK,
+        f"{waiting} message(s) waiting" + (": is the triggerer running?" if waiting else ""),
+    )
+    dead_letters = Check(
+        "upload dead letters",
+        CRITICAL if dead else OK,
+        f"{dead} in {dead_name}" + (": uploads whose message was never handled; see incoming/" if dead else ""),
+    )
+    return [queued, dead_letters]
 
 
 def check_failed_runs(list_failed_runs: Callable[[datetime], Iterable[dict]], now: datetime) -> Check:

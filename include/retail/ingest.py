@@ -11,8 +11,8 @@ Every error is either the file's fault or the platform's. The file's (a contract
 reader cannot read or crashes on, a value PostgreSQL refuses) is final: FileRejected, quarantined with a
 report, once (the Airflow task turns it into Airflow's no-retry failure). The platform's (the warehouse
 or S3 unreachable) is a PlatformFault: retried with backoff, and after the last try recorded ``failed``
-in the ledger (record_failed), so that the waiting DAG leaves the file alone until its content changes
-or someone triggers ``retail_ingest_file`` for it.
+in the ledger and moved to failed/ (record_failed), so that nothing takes it again, and alerts again, until
+someone moves it back to incoming/.
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # A waiting run takes at most this many files; the next run takes the rest.
 MAX_FILES_PER_RUN = 100
+# A run woken by upload events takes up to this many (below Airflow's max_map_length, 1024): the events
+# that woke it are consumed, so what it leaves waits for the next upload.
+MAX_FILES_PER_EVENT_RUN = 1000
 
 # Errors of the machine, not of the file, that may surface while reading: retried, never a rejection.
 _RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EMFILE, errno.ENFILE, errno.EIO, errno.EROFS})
@@ -70,8 +73,8 @@ class PlatformFault(Exception):
         if not self.recorded_failed:
             return super().__str__()
         return (
-            f"{super().__str__()}. After its last try the file is recorded failed: it stays in incoming/ and the "
-            "waiting DAG leaves it alone until it changes; trigger retail_ingest_file with its key to try again now."
+            f"{super().__str__()}. After its last try the file is recorded failed and moved to "
+            f"{filed_key(self.key, config.FAILED_PREFIX)}: move it back to {self.key} to load it again."
         )
 
 
@@ -86,42 +89,17 @@ def filed_key(key: str, prefix: str) -> str:
     return prefix + relative
 
 
-def etag_of(s3_object: dict) -> str | None:
-    """An object's ETag as S3 lists it, without its quotes."""
-    return (s3_object.get("ETag") or "").strip('"') or None
+def files_waiting(s3_objects: Iterable[dict]) -> list[str]:
+    """The keys of the listed objects (S3 metadata dicts), folder markers left out."""
+    return [item["Key"] for item in s3_objects if not item["Key"].endswith("/")]
 
 
-def files_waiting(s3_objects: Iterable[dict]) -> dict[str, str | None]:
-    """Key -> ETag of the listed objects (S3 metadata dicts), folder markers left out."""
-    return {item["Key"]: etag_of(item) for item in s3_objects if not item["Key"].endswith("/")}
-
-
-def takeable_keys(conn: psycopg.Connection, candidates: dict[str, str | None]) -> list[str]:
-    """The keys of ``candidates`` (key -> ETag), in name order, but those whose ETag the ledger records as
-    failed: such a file waits, unchanged, for someone to look (a manual ``retail_ingest_file`` run still
-    takes it); taking it again would fail again, and alert again, for ever."""
-    failed = ledger.failed_etags(conn)
-    return sorted(key for key, etag in candidates.items() if etag is None or failed.get(key) != etag)
-
-
-def keys_to_load(s3: S3Hook, bucket: str, conn: psycopg.Connection) -> list[str]:
-    """The keys a waiting run loads: what waits under incoming/ and may be taken, at most MAX_FILES_PER_RUN."""
-    candidates = files_waiting(s3.iter_file_metadata(config.INCOMING_PREFIX, bucket_name=bucket))
-    return takeable_keys(conn, candidates)[:MAX_FILES_PER_RUN]
-
-
-def any_to_load(s3_objects: list[dict], connect: Callable[[], psycopg.Connection]) -> bool:
-    """Whether the listed objects hold a file to load (the waiting sensor's check): not only folder markers
-    and failed files. When the ledger cannot be read, yes: the loads then meet (and report) the fault."""
-    candidates = files_waiting(s3_objects)
-    if not candidates:
-        return False
-    try:
-        with connect() as conn:
-            return bool(takeable_keys(conn, candidates))
-    except Exception:
-        log.warning("could not read the failed files from the ledger", exc_info=True)
-        return True
+def keys_to_load(s3: S3Hook, bucket: str, *, limit: int = MAX_FILES_PER_RUN) -> list[str]:
+    """The files waiting under incoming/ (folder markers left out), in name order, at most ``limit``."""
+    waiting = sorted(files_waiting(s3.iter_file_metadata(config.INCOMING_PREFIX, bucket_name=bucket)))
+    if len(waiting) > limit:
+        log.warning("%d files wait under %s; this run takes the first %d", len(waiting), config.INCOMING_PREFIX, limit)
+    return waiting[:limit]
 
 
 def _sha256(path: Path) -> str:
@@ -276,8 +254,7 @@ def ingest_or_record_failed(
     last_try: bool,
 ) -> LoadResult:
     """``ingest_object`` over a connection from ``connect``; a platform fault on the ``last_try`` records the
-    file ``failed`` before it is raised, so that the waiting DAG leaves it alone (and alerts once) until its
-    content changes or someone asks."""
+    file ``failed`` and moves it to failed/ before it is raised, so that it is taken (and alerted) once."""
     try:
         with connect() as conn:
             return ingest_object(
@@ -298,13 +275,15 @@ def ingest_or_record_failed(
 def _record_failed_if_possible(
     connect: Callable[[], psycopg.Connection], s3: S3Hook, bucket: str, fault: PlatformFault, run_id: str | None
 ) -> None:
-    """Best effort: when the warehouse itself is still down there is nowhere to record it, and the next
-    waiting run takes the file again (its failure alert has gone out either way)."""
+    """Best effort: when the warehouse itself is still down there is nowhere to record it, and when S3 is,
+    nowhere to move it; either way the file stays in incoming/ and the next run takes it again (its failure
+    alert has gone out either way)."""
     try:
         with connect() as conn:
             record_failed(conn, s3, bucket, fault, run_id=run_id)
+        _move(s3, bucket, fault.key, filed_key(fault.key, config.FAILED_PREFIX))
     except Exception:
-        log.exception("%s: could not record the file as failed in the ledger", fault.key)
+        log.exception("%s: could not record the file as failed and move it to %s", fault.key, config.FAILED_PREFIX)
         return
     fault.recorded_failed = True
 
@@ -488,7 +467,7 @@ def _rejecter(
 def record_failed(
     conn: psycopg.Connection, s3: S3Hook, bucket: str, fault: PlatformFault, *, run_id: str | None
 ) -> LoadResult:
-    """After the last try: record the file ``failed``, with the ETag the waiting DAG will leave alone.
+    """After the last try: record the file ``failed`` (``make health`` lists it until it loads).
 
     When the fault came before the file was read, its ETag and size come from S3 (if S3 answers) and
     ``etag:<ETag>`` stands in for its SHA-256: no loaded content has that hash, so it blocks nothing.

@@ -9,6 +9,7 @@ so that parsing the DAGs stays cheap.
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from airflow.task.trigger_rule import TriggerRule
 from include.retail import config
 from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import psycopg
@@ -66,20 +69,38 @@ def read_limits() -> ReadLimits:
     return ReadLimits.from_settings(lambda name: Variable.get(config.READ_LIMIT_VARIABLE_PREFIX + name, default=None))
 
 
-def wants_loading(files: list[dict], **_context) -> bool:
-    """S3KeySensor check: fire for any object under the prefix but folder markers and failed files."""
-    from include.retail.ingest import any_to_load
+@task
+def list_incoming() -> list[str]:
+    """The keys the waiting run loads (ingest.keys_to_load); stands down when detection is by events."""
+    from include.retail.detection import Trigger, stand_down_unless
+    from include.retail.ingest import keys_to_load
 
-    return any_to_load(files, _warehouse_connection)
+    stand_down_unless(Trigger.SENSOR)
+    return keys_to_load(_s3(), _bucket())
 
 
 @task
-def list_incoming() -> list[str]:
-    """The keys the waiting run loads (ingest.keys_to_load)."""
-    from include.retail.ingest import keys_to_load
+def keys_from_events(triggering_asset_events=None) -> list[str]:
+    """The keys a run woken by upload events loads: those its events announce, and whatever else waits
+    under incoming/: an event lost or left behind (apache/airflow#56050) never strands a file. Stands down
+    when detection is by sensor."""
+    from include.retail.assets import INCOMING_UPLOADS
+    from include.retail.detection import Trigger, keys_from_asset_events, stand_down_unless
+    from include.retail.ingest import MAX_FILES_PER_EVENT_RUN, keys_to_load
 
-    with _warehouse_connection() as conn:
-        return keys_to_load(_s3(), _bucket(), conn)
+    stand_down_unless(Trigger.EVENTS)
+    announced = keys_from_asset_events(triggering_asset_events[INCOMING_UPLOADS] if triggering_asset_events else [])
+    waiting = keys_to_load(_s3(), _bucket(), limit=MAX_FILES_PER_EVENT_RUN)
+    missing = [key for key in announced if key not in waiting]
+    log.info("announced by %d event(s): %s", len(announced), ", ".join(announced) or "none")
+    if missing:
+        log.info("already taken (a repeated event, or an earlier run took it): %s", ", ".join(missing))
+    if unannounced := [key for key in waiting if key not in announced]:
+        log.info("waiting in incoming/ without an event of this run, taken too: %s", ", ".join(unannounced))
+    if not waiting:
+        # S3's test event when the notification was configured, a folder marker, a repeated event.
+        raise AirflowSkipException(f"nothing waits under {config.INCOMING_PREFIX}; nothing to load")
+    return waiting
 
 
 @task

@@ -22,7 +22,7 @@ class Status(StrEnum):
     LOADED = "loaded"  # its rows are in bronze
     DUPLICATE = "duplicate"  # its content was loaded before; nothing added
     REJECTED = "rejected"  # the file's fault: quarantined with a report, nothing loaded
-    FAILED = "failed"  # the platform's fault, after the last try: left in incoming/, not taken again until it changes
+    FAILED = "failed"  # the platform's fault, after the last try: moved to failed/ until someone moves it back
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,7 @@ def ledger_rows_of_run(conn: psycopg.Connection, run_id: str) -> list[dict]:
 
 def failed_files(conn: psycopg.Connection) -> list[dict]:
     """Files whose latest ledger row is ``failed`` (the platform's fault after the last try): key, etag,
-    error, finished_at. They wait in incoming/ for someone to look; a later load or rejection clears them."""
+    error, finished_at. They wait in failed/ for someone to look; a later load or rejection clears them."""
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             f"""
@@ -266,11 +266,6 @@ def failed_files(conn: psycopg.Connection) -> list[dict]:
             """
         )
         return list(cur.fetchall())
-
-
-def failed_etags(conn: psycopg.Connection) -> dict[str, str]:
-    """Key -> ETag of the failed files the waiting DAG leaves alone: a new upload (a new ETag) is taken again."""
-    return {file["key"]: file["etag"] for file in failed_files(conn) if file["etag"]}
 
 
 _PENDING_ANNOUNCEMENT = f"""

@@ -2,9 +2,11 @@
 
 One flow on one compose project, in order: LocalExecutor up; the real workbook uploaded to moto loads into bronze
 and is built into silver and gold with no other action; the warehouse, the SNS alerts and the UI login checked;
-then the celery profile with two workers on the same volumes, a second file, and proof that both workers ran
-tasks; ``down -v`` (in the fixture's teardown) leaves nothing behind. Everything is reached through the ports the
-compose file publishes on 127.0.0.1, with the settings of the project's ``.env``.
+then the celery profile with two workers on the same volumes and uploads detected by S3 events
+(RETAIL_TRIGGER=events: airflow-init wires the bucket to an SQS queue), a second file, proof that the events DAG
+took it and that both workers ran tasks; ``down -v`` (in the fixture's teardown) leaves nothing behind.
+Everything is reached through the ports the compose file publishes on 127.0.0.1, with the settings of the
+project's ``.env``.
 """
 
 from __future__ import annotations
@@ -63,23 +65,33 @@ def test_compose_stack_runs_the_pipeline_on_local_and_celery_executors(compose_s
         with stack.step("local: UI and login checked"):
             check_ui_and_login(stack)
 
-        stack.set_env(AIRFLOW_EXECUTOR="CeleryExecutor", COMPOSE_PROFILES="celery")
+        stack.set_env(AIRFLOW_EXECUTOR="CeleryExecutor", COMPOSE_PROFILES="celery", RETAIL_TRIGGER="events")
         stack.up("celery", scale={"airflow-worker": 2}, wait_timeout=UP_TIMEOUT)
         api = airflow_api(stack)
-        with stack.step("celery: ingest + transform of a second file"):
+        with stack.step("celery, events: ingest + transform of a second file"):
             second = sample.sample_workbook(tmp_path)
             second_rows = len(sample.sample_rows())
             second_key = f"incoming/{second.name}"
             bronze_before = bronze_rows(conn)
             uploaded_at = upload(stack, second, second_key)
-            ingest = wait_for_ingest(api, conn, second_key, since=uploaded_at)
+            ingest = wait_for_ingest(api, conn, second_key, since=uploaded_at, dag_id="retail_ingest_events")
             transform = wait_for_transform(api, since=uploaded_at)
 
         with stack.step("celery: warehouse, alerts and workers checked"):
             assert ledger(conn, second_key) == ("loaded", second_rows)
             assert bronze_rows(conn) - bronze_before == second_rows
             check_alerts(stack, second_key, second_rows, transform=False)
-            check_both_workers_ran_tasks(stack, api, [("retail_ingest", ingest), ("retail_transform", transform)])
+            check_both_workers_ran_tasks(
+                stack, api, [("retail_ingest_events", ingest), ("retail_transform", transform)]
+            )
+            # One path takes the uploads: the sensor DAG's waiting run, if it was still waiting, stood down.
+            assert not [
+                run
+                for run in api.dag_runs("retail_ingest", state="success")
+                if run["end_date"]
+                and datetime.fromisoformat(run["end_date"]) >= uploaded_at
+                and run_loaded_files(api, run)
+            ]
 
 
 # -- reaching the stack through its published ports ------------------------------------------------------------
@@ -125,9 +137,12 @@ def upload(stack: ComposeStack, path: Path, key: str) -> datetime:
 # -- waiting for the DAGs, failing fast with what explains a failure --------------------------------------------
 
 
-def wait_for_ingest(api: AirflowApi, conn: psycopg.Connection, key: str, *, since: datetime) -> dict:
-    """The successful `retail_ingest` run that loaded ``key``: the always-waiting run takes the upload, and
-    the ledger names it. Fails at once on a failed run or a load that did not succeed."""
+def wait_for_ingest(
+    api: AirflowApi, conn: psycopg.Connection, key: str, *, since: datetime, dag_id: str = "retail_ingest"
+) -> dict:
+    """The successful run of ``dag_id`` that loaded ``key``: the always-waiting run (or the run an S3 event
+    woke) takes the upload, and the ledger names it. Fails at once on a failed run or a load that did not
+    succeed."""
     deadline = time.monotonic() + INGEST_TIMEOUT
     while time.monotonic() < deadline:
         row = conn.execute(
@@ -136,16 +151,17 @@ def wait_for_ingest(api: AirflowApi, conn: psycopg.Connection, key: str, *, sinc
             (key,),
         ).fetchone()
         if row and row[0] != "loaded":
-            raise AssertionError(f"{key} was recorded {row[0]} by run {row[1]}: {row[2]}\n{run_report(api, row[1])}")
+            run = api.get(f"/dags/{dag_id}/dagRuns/{row[1]}")
+            raise AssertionError(f"{key} was recorded {row[0]} by run {row[1]}: {row[2]}\n{run_report(api, run)}")
         if row:
-            run = api.get(f"/dags/retail_ingest/dagRuns/{row[1]}")
+            run = api.get(f"/dags/{dag_id}/dagRuns/{row[1]}")
             if run["state"] == "success":
                 return run
-        for run in api.dag_runs("retail_ingest", state="failed"):
+        for run in api.dag_runs(dag_id, state="failed"):
             if run["end_date"] and datetime.fromisoformat(run["end_date"]) >= since:
-                raise AssertionError(f"a retail_ingest run failed after the upload of {key}\n{run_report(api, run)}")
+                raise AssertionError(f"a {dag_id} run failed after the upload of {key}\n{run_report(api, run)}")
         time.sleep(5)
-    raise AssertionError(f"no retail_ingest run loaded {key} within {INGEST_TIMEOUT} s\n{recent_runs(api)}")
+    raise AssertionError(f"no {dag_id} run loaded {key} within {INGEST_TIMEOUT} s\n{recent_runs(api)}")
 
 
 def wait_for_transform(api: AirflowApi, *, since: datetime) -> dict:
@@ -163,10 +179,15 @@ def wait_for_transform(api: AirflowApi, *, since: datetime) -> dict:
     return run
 
 
-def run_report(api: AirflowApi, run: dict | str) -> str:
+def run_loaded_files(api: AirflowApi, run: dict) -> bool:
+    """Whether any ``ingest_file`` of the run succeeded."""
+    path = f"/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances"
+    instances = api.get(path, limit=1000)["task_instances"]
+    return any(ti["task_id"] == "ingest_file" and ti["state"] == "success" for ti in instances)
+
+
+def run_report(api: AirflowApi, run: dict) -> str:
     """A run's task states, and the log tail of each failed task instance."""
-    if isinstance(run, str):
-        run = api.get(f"/dags/retail_ingest/dagRuns/{run}")
     path = f"/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}"
     instances = api.get(f"{path}/taskInstances", limit=1000)["task_instances"]
     lines = [
@@ -193,7 +214,8 @@ def run_report(api: AirflowApi, run: dict | str) -> str:
 
 
 def recent_runs(api: AirflowApi) -> str:
-    runs = [run for dag_id in ("retail_ingest", "retail_transform") for run in api.dag_runs(dag_id)[:5]]
+    dag_ids = ("retail_ingest", "retail_ingest_events", "retail_transform")
+    runs = [run for dag_id in dag_ids for run in api.dag_runs(dag_id)[:5]]
     return "recent runs:\n" + "\n".join(
         f"  {run['dag_id']} {run['dag_run_id']} {run['run_type']} {run['state']}" for run in runs
     )

@@ -27,10 +27,10 @@ def test_no_import_errors(dagbag: DagBag) -> None:
 
 
 def test_expected_dags_exist(dagbag: DagBag) -> None:
-    assert {"retail_ingest", "retail_ingest_file", "retail_transform"} <= set(dagbag.dag_ids)
+    assert {"retail_ingest", "retail_ingest_events", "retail_ingest_file", "retail_transform"} <= set(dagbag.dag_ids)
 
 
-@pytest.mark.parametrize("ingest_dag_id", ["retail_ingest", "retail_ingest_file"])
+@pytest.mark.parametrize("ingest_dag_id", ["retail_ingest", "retail_ingest_events", "retail_ingest_file"])
 def test_transform_is_scheduled_on_the_asset_ingest_updates(dagbag: DagBag, ingest_dag_id: str) -> None:
     tasks = dagbag.dags[ingest_dag_id].tasks
     outlets = {outlet.name for task in tasks for outlet in getattr(task, "outlets", [])}
@@ -38,11 +38,69 @@ def test_transform_is_scheduled_on_the_asset_ingest_updates(dagbag: DagBag, inge
     assert {asset.name for asset in schedule.objects} == outlets == {"retail_bronze_transactions"}
 
 
-def test_both_ingest_dags_load_with_the_same_tasks(dagbag: DagBag) -> None:
+def test_the_ingest_dags_load_with_the_same_tasks(dagbag: DagBag) -> None:
     """One load path: the DAGs differ only in how they find their keys."""
-    waiting, named = (set(dagbag.dags[dag_id].task_dict) for dag_id in ("retail_ingest", "retail_ingest_file"))
+    waiting, woken, named = (
+        set(dagbag.dags[dag_id].task_dict) for dag_id in ("retail_ingest", "retail_ingest_events", "retail_ingest_file")
+    )
     assert waiting - named == {"wait_for_files", "list_incoming"}
-    assert named - waiting == {"named_file"}
+    assert woken - named == {"keys_from_events"}
+    assert named - waiting == named - woken == {"named_file"}
+
+
+def _dags_with(trigger: str | None, monkeypatch: pytest.MonkeyPatch) -> DagBag:
+    """The DAGs as parsed with the setting retail_trigger at ``trigger`` (None: unset)."""
+    if trigger is None:
+        monkeypatch.delenv("AIRFLOW_VAR_RETAIL_TRIGGER", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_VAR_RETAIL_TRIGGER", trigger)
+    monkeypatch.setenv("AIRFLOW_VAR_RETAIL_UPLOADS_QUEUE_URL", "https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+    return DagBag(dag_folder=str(DAGS_FOLDER))
+
+
+@pytest.mark.parametrize("trigger", [None, "sensor", "events"])
+def test_the_setting_schedules_exactly_one_way_of_detecting_uploads(
+    trigger: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bag = _dags_with(trigger, monkeypatch)
+    assert bag.import_errors == {}
+    sensor, events = bag.dags["retail_ingest"], bag.dags["retail_ingest_events"]
+    if trigger == "events":
+        assert type(sensor.timetable).__name__ == "NullTimetable"
+        (uploads,) = events.timetable.asset_condition.objects
+        (watcher,) = uploads.watchers
+        classpath, kwargs = watcher.trigger.serialize()
+        assert classpath == "airflow.providers.amazon.aws.triggers.sqs.SqsSensorTrigger"
+        assert kwargs["sqs_queue"] == "https://sqs.eu-west-1.amazonaws.com/123456789012/q"
+        assert kwargs["wait_time_seconds"] == 20  # long polling
+        assert kwargs["delete_message_on_reception"] is True
+    else:  # the default
+        assert type(sensor.timetable).__name__ == "ContinuousTimetable"
+        assert type(events.timetable).__name__ == "NullTimetable"
+    assert sensor.max_active_runs == events.max_active_runs == 1
+
+
+def test_an_unknown_setting_is_an_import_error_naming_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
+    bag = _dags_with("polling", monkeypatch)
+    assert set(bag.import_errors) == {
+        str(DAGS_FOLDER / "retail_ingest.py"),
+        str(DAGS_FOLDER / "retail_ingest_events.py"),
+    }
+    for error in bag.import_errors.values():
+        assert "the setting retail_trigger is 'polling'; expected one of: sensor, events" in error
+
+
+def test_the_sensor_has_neither_check_fn_nor_soft_fail_and_alerts_at_its_first_failed_try(dagbag: DagBag) -> None:
+    from include.retail.alerts import alert_on_first_retry
+
+    sensor = dagbag.dags["retail_ingest"].get_task("wait_for_files")
+    assert sensor.check_fn is None
+    assert sensor.bucket_key == "incoming/*[!/]"
+    assert sensor.wildcard_match
+    assert not sensor.soft_fail
+    assert sensor.deferrable
+    assert sensor.retries >= 10
+    assert sensor.on_retry_callback == [alert_on_first_retry] or sensor.on_retry_callback == alert_on_first_retry
 
 
 @pytest.mark.parametrize(
@@ -71,7 +129,7 @@ def test_a_named_file_run_needs_a_key_under_incoming(dagbag: DagBag, conf: dict,
             validated()
 
 
-@pytest.mark.parametrize("dag_id", ["retail_ingest", "retail_ingest_file", "retail_transform"])
+@pytest.mark.parametrize("dag_id", ["retail_ingest", "retail_ingest_events", "retail_ingest_file", "retail_transform"])
 def test_dag_is_documented_owned_tagged_and_retried(dagbag: DagBag, dag_id: str) -> None:
     dag = dagbag.dags[dag_id]
     assert dag.doc_md

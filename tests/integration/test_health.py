@@ -43,6 +43,27 @@ def test_a_file_waiting_too_long_is_critical_and_a_quarantined_one_a_warning(s3)
     assert stuck[0].severity == health.CRITICAL
 
 
+def test_a_message_left_in_the_upload_queue_warns_and_a_dead_letter_is_critical(stack, s3) -> None:
+    from devstack.aws import provision_upload_events
+
+    sqs = stack.boto3_client("sqs")
+    queue_url = provision_upload_events(s3, sqs, bucket=BUCKET, queue="health-uploads", dead_letters="health-dlq")
+    sqs.purge_queue(QueueUrl=queue_url)  # S3's test event
+    assert [check.severity for check in health.check_upload_queue(sqs, queue_url)] == [health.OK, health.OK]
+
+    s3.put_object(Bucket=BUCKET, Key="incoming/unwatched.csv", Body=b"x")  # nobody watches this queue
+    dead_url = sqs.get_queue_url(QueueName="health-dlq")["QueueUrl"]
+    sqs.send_message(QueueUrl=dead_url, MessageBody="{}")
+
+    queued, dead = health.check_upload_queue(sqs, queue_url)
+    assert (queued.severity, queued.detail) == (health.WARNING, "1 message(s) waiting: is the triggerer running?")
+    assert dead.severity == health.CRITICAL
+    assert dead.detail.startswith("1 in health-dlq")
+    unreachable = health.check_upload_queue(sqs, queue_url.replace("health-uploads", "no-such-queue"))
+    assert [check.severity for check in unreachable] == [health.CRITICAL]
+    s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
+
+
 def test_the_warehouse_check_reads_the_ledger_and_reports_an_unreachable_database(stack) -> None:
     now = datetime.now(UTC)
     reachable = health.check_warehouse(lambda: psycopg.connect(stack.warehouse_url()), now)

@@ -1,8 +1,8 @@
 """Faults of the platform and hostile keys during ingest, against the real PostgreSQL and moto server.
 
 Each error is either the file's fault (rejected once: quarantined with a report) or the platform's
-(retried; after the last try recorded ``failed``, alerted once, and left alone by the waiting DAG until
-its content changes or a manual run names it). Retries are shortened by patching the DAGs' tasks in
+(retried; after the last try recorded ``failed``, alerted once, and moved to failed/ until
+someone moves it back to incoming/). Retries are shortened by patching the DAGs' tasks in
 this process (``dag.test()`` runs them here), not by a setting production could pick up.
 """
 
@@ -22,7 +22,7 @@ import pytest
 from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
 from include.retail import config, ingest
-from include.retail.ledger import failed_etags, failed_files
+from include.retail.ledger import failed_files
 
 pytestmark = pytest.mark.integration
 
@@ -73,13 +73,14 @@ def scratch_folders_of(key: str) -> list[Path]:
     return sorted(root.glob(ingest.key_digest(key) + "-*")) if root.is_dir() else []
 
 
-def test_postgres_down_during_the_load_is_retried_then_failed_once_and_left_alone_until_asked(
-    quick_retries, stack, tmp_path, upload, run_ingest, keys_under, ledger, monkeypatch
+def test_postgres_down_during_the_load_is_retried_then_failed_once_and_set_aside_until_moved_back(
+    quick_retries, stack, tmp_path, upload, run_ingest, keys_under, ledger, s3, monkeypatch
 ) -> None:
     key = upload(
         write_workbook(tmp_path / "pg_down.xlsx", {"Online Retail": [HEADER, *rows(6, 700000)]}),
         "incoming/pg_down.xlsx",
     )
+    set_aside = "failed/pg_down.xlsx"
     real_load = ingest.load_into_bronze
     tries = []
 
@@ -101,15 +102,17 @@ def test_postgres_down_during_the_load_is_retried_then_failed_once_and_left_alon
     assert "platform fault, not the file" in error
     assert "connection" in error  # AdminShutdown: terminating connection due to administrator command
     assert bronze_rows(stack, key) == 0
-    assert key in keys_under("incoming/")  # left where it was: nothing is wrong with the file
+    # Set aside, so that no waiting run takes it (and fails, and alerts) again: nothing is wrong with it.
+    assert key not in keys_under("incoming/")
+    assert set_aside in keys_under("failed/")
     # One failure alert (announce_loads may also announce batches earlier tests loaded without announcing).
     (alert,) = [alert for alert in run.alerts if "FAILED" in alert["subject"]]
     assert alert["subject"] == f"[retail] FAILED retail_ingest_file.ingest_file: {key}"
     assert "Try:    3 of 3" in alert["message"]
-    assert "recorded failed" in alert["message"]
+    assert f"recorded failed and moved to {set_aside}: move it back to {key}" in alert["message"]
     assert not scratch_folders_of(key)
 
-    # The waiting DAG fires for another upload and leaves the failed file alone: no second alert, no row.
+    # The waiting DAG fires for another upload and takes only that one: no second alert, no row.
     monkeypatch.setattr(ingest, "load_into_bronze", real_load)
     other = upload(write_csv(tmp_path / "after_pg.csv", [HEADER, *rows(3, 700100)]), "incoming/after_pg.csv")
     waiting = run_ingest(None)
@@ -122,40 +125,17 @@ def test_postgres_down_during_the_load_is_retried_then_failed_once_and_left_alon
     with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
         assert [file["key"] for file in failed_files(conn)] == [key]
 
-    # Someone asks: a manual run naming it takes it, and the ledger no longer lists it failed.
-    manual = run_ingest(key)
+    # Someone moves it back once the platform is fixed: the waiting DAG takes it, and the ledger no longer
+    # lists it failed.
+    s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": set_aside})
+    s3.delete_object(Bucket=BUCKET, Key=set_aside)
+    again = run_ingest(None)
 
-    assert manual.state == "success"
+    assert again.state == "success"
     assert [status for status, _, _ in ledger(key)] == ["failed", "loaded"]
     assert bronze_rows(stack, key) == 6
     with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
         assert key not in {file["key"] for file in failed_files(conn)}
-
-
-def test_a_failed_file_is_taken_again_once_its_content_changes(stack, tmp_path, upload, s3) -> None:
-    """failed_etags keys the hold on the content S3 holds: a new upload (another ETag) is loaded again."""
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    from include.retail.ingest_tasks import wants_loading
-
-    key = upload(write_csv(tmp_path / "held.csv", [HEADER, *rows(2, 700200)]), "incoming/held.csv")
-    hook = S3Hook(aws_conn_id=config.AWS_CONN_ID)
-    fault = ingest.PlatformFault(key, ConnectionError("the S3 endpoint went away"), None)
-    with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
-        ingest.record_failed(conn, hook, BUCKET, fault, run_id="test-held")
-        etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
-        assert failed_etags(conn)[key] == etag
-        assert key not in ingest.takeable_keys(conn, {key: etag})
-    assert not wants_loading([{"Key": key, "ETag": f'"{etag}"'}])
-
-    upload(write_csv(tmp_path / "held_v2.csv", [HEADER, *rows(3, 700200)]), key)
-    new_etag = s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')
-
-    assert new_etag != etag
-    with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
-        assert ingest.takeable_keys(conn, {key: new_etag}) == [key]
-    assert wants_loading([{"Key": key, "ETag": f'"{new_etag}"'}])
-    s3.delete_object(Bucket=BUCKET, Key=key)
 
 
 def _restart_moto(stack, reupload: dict[str, bytes]) -> None:
