@@ -132,8 +132,10 @@ mwaa-bundle: venv ## build the Amazon MWAA bundle in build/mwaa (DAGs, plugins.z
 	@$(PY) -m mwaa bundle
 
 .PHONY: mwaa-deploy
-mwaa-deploy: venv ## create or update the AWS stack and its MWAA environment (STACK=retail ALERT_EMAIL=you@example.com)
-	@$(PY) -m mwaa deploy --stack "$(STACK)" $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)")
+# TRIGGER is passed only when given (make mwaa-deploy TRIGGER=events): otherwise the stack keeps its value.
+mwaa-deploy: venv ## create or update the AWS stack and its MWAA environment (STACK=retail ALERT_EMAIL=you@example.com TRIGGER=events)
+	@$(PY) -m mwaa deploy --stack "$(STACK)" $(if $(ALERT_EMAIL),--alert-email "$(ALERT_EMAIL)") \
+		$(if $(filter command line environment,$(origin TRIGGER)),--parameter Trigger="$(TRIGGER)")
 
 .PHONY: mwaa-upload
 mwaa-upload: venv ## sync the bundle to STACK's MWAA bucket (DAG and code changes need nothing more)

@@ -10,7 +10,11 @@ provisions comes from the template through one code path (``render_deployment``)
   ``GenerateSecretString``'s template with a generated password added, plus what a ``SecretTargetAttachment`` to
   the RDS instance writes into it (engine, host, port, instance id);
 - the buckets' and the topic's names, and the RDS master user with its ``{{resolve:secretsmanager:...}}``
-  references resolved against those secrets.
+  references resolved against those secrets;
+- with ``Trigger=events``, the uploads queue and its dead-letter queue, wired to the data bucket.
+
+Resources (and ``Fn::If`` branches) whose condition is false for the given parameters are left out, as
+CloudFormation leaves them out; ``tests/deploy/test_infra.py`` evaluates conditions with the same functions.
 
 ``provision_aws`` creates all of that in moto, ``master_user_sql`` is what "RDS" runs to create its master user,
 and ``rehearsal_env`` is the env file the MWAA stand-in containers read. A connection or Variable the DAGs need but
@@ -59,6 +63,56 @@ class Unrenderable(DeployError):
     """The template uses something the rehearsal cannot render (an intrinsic, a resource type): extend this module."""
 
 
+# What ``Ref: AWS::NoValue`` renders to: dropped from the list or mapping that holds it.
+NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "AWS::NoValue"})()
+
+
+def parameter_values(template: Mapping[str, Any], given: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every parameter's value for a deploy with ``given``: the template's defaults for the others."""
+    values = {name: str(spec["Default"]) for name, spec in template.get("Parameters", {}).items() if "Default" in spec}
+    return values | dict(given or {})
+
+
+def evaluate_condition(template: Mapping[str, Any], name: str, parameters: Mapping[str, str] | None = None) -> bool:
+    """The value of the template's condition ``name`` for the given parameter values (the others at their
+    defaults): Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition, and Ref of parameters and pseudo parameters."""
+    values = parameter_values(template, parameters) | {"AWS::AccountId": ACCOUNT_ID, "AWS::Region": REGION}
+    conditions = template.get("Conditions", {})
+
+    def value(node: Any) -> Any:
+        if isinstance(node, Mapping):
+            ((key, argument),) = node.items()
+            if key == "Ref":
+                if argument not in values:
+                    raise Unrenderable(f"condition {name}: parameter {argument} has no value")
+                return values[argument]
+            if key == "Condition":
+                return evaluate_condition(template, argument, parameters)
+            if key == "Fn::Equals":
+                return str(value(argument[0])) == str(value(argument[1]))
+            if key == "Fn::Not":
+                return not value(argument[0])
+            if key == "Fn::And":
+                return all(value(item) for item in argument)
+            if key == "Fn::Or":
+                return any(value(item) for item in argument)
+            raise Unrenderable(f"condition {name}: {key} is not evaluated")
+        return node
+
+    if name not in conditions:
+        raise Unrenderable(f"the template has no condition {name}")
+    return bool(value(conditions[name]))
+
+
+def created_resources(template: Mapping[str, Any], parameters: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The resources a deploy with these parameter values creates: those without a condition or whose holds."""
+    return {
+        name: resource
+        for name, resource in template.get("Resources", {}).items()
+        if "Condition" not in resource or evaluate_condition(template, resource["Condition"], parameters)
+    }
+
+
 @dataclass(frozen=True)
 class Secret:
     logical_id: str
@@ -77,6 +131,16 @@ class MasterUser:
 
 
 @dataclass(frozen=True)
+class UploadsQueue:
+    """The queue the data bucket notifies of uploads (Trigger=events), as the template names it."""
+
+    name: str
+    url: str
+    dead_letters: str
+    max_receives: int
+
+
+@dataclass(frozen=True)
 class Deployment:
     """What one deploy of the template makes, as the rehearsal needs it."""
 
@@ -91,6 +155,8 @@ class Deployment:
     airflow_options: dict[str, str]
     # The MwaaEnvironment's bundle location: DagS3Path and the root files' keys, by property name.
     bundle_paths: dict[str, str] = field(default_factory=dict)
+    # Trigger=events only: the queue the data bucket notifies of uploads, and its dead-letter queue.
+    uploads_queue: UploadsQueue | None = None
 
     def secret(self, suffix: str) -> Secret:
         """The secret whose name ends with ``/suffix`` (e.g. a connection id)."""
@@ -130,10 +196,12 @@ class Renderer:
             raise Unrenderable(f"the template has no resource or parameter {name}")
         return resource
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
         pseudo = {"AWS::AccountId": self.account, "AWS::Region": self.region, "AWS::Partition": "aws"}
         if name in pseudo:
             return pseudo[name]
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
         declared = self.template.get("Parameters", {}).get(name)
@@ -151,14 +219,19 @@ class Renderer:
             return f"arn:aws:secretsmanager:{self.region}:{self.account}:secret:{self.text(props['Name'])}"
         if kind == "AWS::RDS::DBInstance":
             return self.text(props["DBInstanceIdentifier"])
+        if kind == "AWS::SQS::Queue" and "QueueName" in props:
+            return f"https://sqs.{self.region}.amazonaws.com/{self.account}/{self.text(props['QueueName'])}"
         raise Unrenderable(f"Ref {name} ({kind}) is not rendered")
 
     def get_att(self, name: str, attribute: str) -> str:
         key = f"{name}.{attribute}"
         if key in self.attributes:
             return self.attributes[key]
-        if attribute == "Arn" and self.resource(name)["Type"] == "AWS::S3::Bucket":
+        resource = self.resource(name)
+        if attribute == "Arn" and resource["Type"] == "AWS::S3::Bucket":
             return f"arn:aws:s3:::{self.ref(name)}"
+        if attribute == "Arn" and resource["Type"] == "AWS::SQS::Queue" and "QueueName" in resource["Properties"]:
+            return f"arn:aws:sqs:{self.region}:{self.account}:{self.text(resource['Properties']['QueueName'])}"
         raise Unrenderable(f"GetAtt {key} is not rendered")
 
     def sub(self, text: str, variables: Mapping[str, Any]) -> str:
@@ -192,11 +265,16 @@ class Renderer:
                 if key == "Fn::FindInMap":
                     table, first, second = (self.text(part) for part in argument)
                     return self.render(self.template["Mappings"][table][first][second])
+                if key == "Fn::If":
+                    condition, then, otherwise = argument
+                    chosen = evaluate_condition(self.template, str(condition), self.parameters)
+                    return self.render(then if chosen else otherwise)
                 if key.startswith("Fn::"):
                     raise Unrenderable(f"{key} is not rendered")
-            return {str(key): self.render(item) for key, item in value.items()}
+            rendered = {str(key): self.render(item) for key, item in value.items()}
+            return {key: item for key, item in rendered.items() if item is not NO_VALUE}
         if isinstance(value, list):
-            return [self.render(item) for item in value]
+            return [item for item in (self.render(item) for item in value) if item is not NO_VALUE]
         if isinstance(value, str):
             return str(value)  # cfn-lint's string nodes, as plain strings
         return value
@@ -259,14 +337,21 @@ def render_deployment(
     rds_host: str = RDS_HOST,
     rds_port: int = RDS_PORT,
     password: Callable[[Mapping[str, Any]], str] = generate_password,
+    parameters: Mapping[str, str] | None = None,
 ) -> Deployment:
-    """What deploying ``template`` with ``EnvironmentName=environment_name`` makes, its RDS instance at
-    ``rds_host:rds_port``. Passwords are generated afresh on each call, as a new stack's are."""
-    template = load_template() if template is None else template
+    """What deploying ``template`` with ``EnvironmentName=environment_name`` (and ``parameters``, the others at
+    their defaults) makes once the bundle is uploaded, its RDS instance at ``rds_host:rds_port``. Passwords are
+    generated afresh on each call, as a new stack's are."""
+    full = load_template() if template is None else template
+    # The second deploy's: the bundle's object versions are known, so the MWAA environment exists (HasBundle).
+    given = dict.fromkeys(VERSION_PARAMETERS.values(), "rehearsal") | {"EnvironmentName": environment_name}
+    given |= dict(parameters or {})
+    # Only what this deploy creates: a reference to anything else is an error, as it is for CloudFormation.
+    template = {**full, "Resources": created_resources(full, given)}
     warehouse_id, warehouse = the_one(template, "AWS::RDS::DBInstance")
     renderer = Renderer(
         template,
-        parameters={"EnvironmentName": environment_name},
+        parameters=given,
         attributes={f"{warehouse_id}.Endpoint.Address": rds_host, f"{warehouse_id}.Endpoint.Port": str(rds_port)},
     )
 
@@ -350,6 +435,29 @@ def render_deployment(
         master_user=master,
         airflow_options=airflow_environment(options),
         bundle_paths=bundle_paths,
+        uploads_queue=_uploads_queue(template, renderer),
+    )
+
+
+def _uploads_queue(template: Mapping[str, Any], renderer: Renderer) -> UploadsQueue | None:
+    """The queue with a redrive policy (the one the bucket notifies) and its dead-letter queue, if created."""
+    queues = [
+        name
+        for name, resource in resources_of(template, "AWS::SQS::Queue")
+        if "RedrivePolicy" in resource["Properties"]
+    ]
+    if not queues:
+        return None
+    if len(queues) != 1:
+        raise Unrenderable(f"expected one queue with a dead-letter queue, found {queues}")
+    props = template["Resources"][queues[0]]["Properties"]
+    redrive = renderer.render(props["RedrivePolicy"])
+    dead_letters = renderer.text(redrive["deadLetterTargetArn"]).rsplit(":", 1)[-1]
+    return UploadsQueue(
+        name=renderer.text(props["QueueName"]),
+        url=renderer.text({"Ref": queues[0]}),
+        dead_letters=dead_letters,
+        max_receives=int(redrive["maxReceiveCount"]),
     )
 
 
@@ -380,14 +488,25 @@ def airflow_environment(options: Mapping[str, Any]) -> dict[str, str]:
 
 def provision_aws(s3, sns, sqs, secretsmanager, deployment: Deployment, *, inbox: str | None = None) -> str:
     """Create the deployment's buckets (versioned), topic (with an SQS inbox subscribed, to read the alerts
-    back), and secrets. Returns the topic's ARN, which must be the one the template's ``Ref`` renders."""
-    from devstack.aws import ALERTS_INBOX, provision
+    back), secrets and, with Trigger=events, the uploads queue the data bucket notifies. Returns the topic's ARN,
+    which must be the one the template's ``Ref`` renders."""
+    from devstack.aws import ALERTS_INBOX, MAX_RECEIVES, provision, provision_upload_events
 
     topic_arn = provision(
         s3, sns, sqs, bucket=deployment.data_bucket, topic=deployment.topic_name, inbox=inbox or ALERTS_INBOX
     )
     if topic_arn != deployment.topic_arn:
         raise DeployError(f"moto made topic {topic_arn}; the template's Ref renders {deployment.topic_arn}")
+    queue = deployment.uploads_queue
+    if queue is not None:
+        if queue.max_receives != MAX_RECEIVES:
+            raise DeployError(
+                f"the template redrives after {queue.max_receives} receives, devstack after {MAX_RECEIVES}"
+            )
+        # The queue's URL is whatever moto answers (its own host); the name is the template's.
+        provision_upload_events(
+            s3, sqs, bucket=deployment.data_bucket, queue=queue.name, dead_letters=queue.dead_letters
+        )
     region = s3.meta.region_name
     location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=deployment.mwaa_bucket, **location)

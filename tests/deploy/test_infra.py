@@ -3,12 +3,16 @@ script (parameter, output and secret names).
 
 The template is read with cfn-lint's own loader, which turns the short tags (!Ref, !Sub, !GetAtt...) into their
 long forms. Policies are checked after rendering their intrinsic functions into strings that still say what they
-point at: a bucket's ARN becomes ``arn:aws:s3:::{DataBucket}``, a parameter ``{EnvironmentName}``. The checkers are
-plain functions, tested first on a small template that breaks every rule, so that a passing run means something.
+point at: a bucket's ARN becomes ``arn:aws:s3:::{DataBucket}``, a parameter ``{EnvironmentName}``. Conditions (which
+resources a deploy creates, which ``Fn::If`` branch it takes) are evaluated by mwaa/rehearsal.py's functions, the
+ones the MWAA rehearsal provisions from; checks that depend on the ``Trigger`` parameter run for each of its values.
+The checkers are plain functions, tested first on a small template that breaks every rule, so that a passing run
+means something.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import json
 import re
@@ -22,8 +26,11 @@ from typing import Any
 import pytest
 from cfnlint.decode import decode, decode_str
 
+from devstack.aws import MAX_RECEIVES
 from include.retail import config
+from include.retail.detection import Trigger
 from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
+from mwaa.rehearsal import NO_VALUE, Unrenderable, created_resources, evaluate_condition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "infra" / "retail-pipeline.yaml"
@@ -39,6 +46,7 @@ CONTRACT_PARAMETER_DEFAULTS = {
     "StartupScriptS3ObjectVersion": "",
     "DbInstanceClass": "db.t4g.micro",
     "AirflowVersion": "3.3.1",
+    "Trigger": Trigger.SENSOR.value,
 }
 BUNDLE_VERSION_PARAMETERS = ["RequirementsS3ObjectVersion", "PluginsS3ObjectVersion", "StartupScriptS3ObjectVersion"]
 CONTRACT_OUTPUTS = {"DataBucketName", "MwaaBucketName", "AlertsTopicArn", "WarehouseEndpoint", "ExecutionRoleArn"}
@@ -46,7 +54,9 @@ CONTRACT_BUNDLE_OUTPUTS = {"MwaaEnvironmentName", "AirflowUiUrl"}
 CONNECTIONS_PREFIX = "{EnvironmentName}/airflow/connections"
 VARIABLES_PREFIX = "{EnvironmentName}/airflow/variables"
 CONTRACT_CONNECTION_IDS = {config.WAREHOUSE_CONN_ID, config.WAREHOUSE_TRANSFORM_CONN_ID, config.WAREHOUSE_ADMIN_CONN_ID}
-CONTRACT_VARIABLE_KEYS = {config.BUCKET_VARIABLE, config.ALERTS_TOPIC_VARIABLE}
+CONTRACT_VARIABLE_KEYS = {config.BUCKET_VARIABLE, config.ALERTS_TOPIC_VARIABLE, config.TRIGGER_VARIABLE}
+EVENTS_VARIABLE_KEYS = {config.UPLOADS_QUEUE_VARIABLE}  # Trigger=events only
+TRIGGERS = [trigger.value for trigger in Trigger]
 SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
 
 # The one S3 action that exists only at account level: IAM accepts no resource ARN for it, only "*". MWAA checks
@@ -66,6 +76,28 @@ EXPECTED_EXECUTION_ROLE_S3 = {
     "*": {"s3:GetAccountPublicAccessBlock"},
 }
 
+# MWAA's Celery queue lives in an account MWAA owns, so its ARN can only be a pattern (the MWAA execution role
+# documentation): the one SQS grant on a wildcard ARN allowed. It must not reach the pipeline's own queues.
+MWAA_CELERY_QUEUES = "arn:aws:sqs:eu-west-1:*:airflow-celery-*"
+CELERY_ACTIONS = {
+    "sqs:ChangeMessageVisibility",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+    "sqs:ReceiveMessage",
+    "sqs:SendMessage",
+}
+# What the execution role may do on the uploads queue (Trigger=events): the watcher receives and deletes; the
+# others operate it. Nothing on the dead-letter queue.
+UPLOADS_QUEUE_ACTIONS = {
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+    "sqs:GetQueueUrl",
+}
+UPLOADS_QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:{EnvironmentName}-uploads"
+
 # --- Rendering intrinsic functions into strings -------------------------------------------------------------------
 PSEUDO_PARAMETERS = {
     "AWS::Partition": "aws",
@@ -77,16 +109,14 @@ PSEUDO_PARAMETERS = {
 _SUB_VARIABLE = re.compile(r"\$\{([^}]+)\}")
 
 
-class Unrenderable(ValueError):
-    """An intrinsic function the renderer does not evaluate (kept out of the checked places on purpose)."""
-
-
 @dataclass
 class Renderer:
-    """Evaluates Ref, GetAtt, Sub, Join and FindInMap into readable strings.
+    """Evaluates Ref, GetAtt, Sub, Join, FindInMap and If into readable strings.
 
     Parameters render as ``{Name}`` unless given in ``parameters``; resources as what CloudFormation returns for
-    them (a bucket's Ref is its name, a topic's or a secret's its ARN); ``attributes`` overrides GetAtt values.
+    them (a bucket's Ref is its name, a topic's or a secret's its ARN, a named queue's its URL); ``attributes``
+    overrides GetAtt values. ``Fn::If`` takes the branch its condition selects for ``parameters`` (the others at
+    their defaults), and ``AWS::NoValue`` drops the item that holds it.
     """
 
     template: Mapping[str, Any]
@@ -97,7 +127,9 @@ class Renderer:
         resource = self.template.get("Resources", {}).get(name)
         return resource.get("Type") if resource else None
 
-    def ref(self, name: str) -> str:
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in PSEUDO_PARAMETERS:
             return PSEUDO_PARAMETERS[name]
         if name in self.parameters:
@@ -108,7 +140,14 @@ class Renderer:
             return f"arn:aws:sns:{region}:{account}:{{{name}}}"
         if kind == "AWS::SecretsManager::Secret":
             return f"arn:aws:secretsmanager:{region}:{account}:secret:{{{name}}}"
+        if kind == "AWS::SQS::Queue":
+            return f"https://sqs.{region}.amazonaws.com/{account}/{self.queue_name(name)}"
         return f"{{{name}}}"
+
+    def queue_name(self, name: str) -> str:
+        """A queue's QueueName rendered (``{EnvironmentName}-uploads``), or ``{Logical id}`` if it has none."""
+        props = self.template.get("Resources", {})[name].get("Properties", {})
+        return str(self.render(props["QueueName"])) if "QueueName" in props else f"{{{name}}}"
 
     def get_att(self, name: str, attribute: str) -> str:
         key = f"{name}.{attribute}"
@@ -116,6 +155,9 @@ class Renderer:
             return self.attributes[key]
         if attribute == "Arn" and self.resource_type(name) == "AWS::S3::Bucket":
             return f"arn:aws:s3:::{{{name}}}"
+        if attribute == "Arn" and self.resource_type(name) == "AWS::SQS::Queue":
+            region, account = PSEUDO_PARAMETERS["AWS::Region"], PSEUDO_PARAMETERS["AWS::AccountId"]
+            return f"arn:aws:sqs:{region}:{account}:{self.queue_name(name)}"
         return f"{{{key}}}"
 
     def sub(self, text: str, variables: Mapping[str, Any]) -> str:
@@ -150,11 +192,17 @@ class Renderer:
                 if key == "Fn::FindInMap":
                     table, first, second = (self.render(part) for part in argument)
                     return self.template["Mappings"][table][first][second]
+                if key == "Fn::If":
+                    condition, then, otherwise = argument
+                    return self.render(
+                        then if evaluate_condition(self.template, condition, self.parameters) else otherwise
+                    )
                 if key.startswith("Fn::"):
                     raise Unrenderable(f"{key} is not rendered")
-            return {key: self.render(item) for key, item in value.items()}
+            rendered = {key: self.render(item) for key, item in value.items()}
+            return {key: item for key, item in rendered.items() if item is not NO_VALUE}
         if isinstance(value, list):
-            return [self.render(item) for item in value]
+            return [item for item in (self.render(item) for item in value) if item is not NO_VALUE]
         return value
 
 
@@ -195,9 +243,11 @@ class Statement:
         return [str(resource) for resource in as_list(self.body.get("Resource"))]
 
 
-def policy_statements(template: Mapping[str, Any]) -> list[Statement]:
-    """Every permission statement of the template's identity and resource policies, rendered."""
-    renderer = Renderer(template)
+def policy_statements(template: Mapping[str, Any], parameters: Mapping[str, str] | None = None) -> list[Statement]:
+    """Every permission statement of the identity and resource policies a deploy with ``parameters`` (the others
+    at their defaults) creates, rendered."""
+    renderer = Renderer(template, parameters=parameters or {})
+    template = {**template, "Resources": created_resources(template, parameters)}
     documents: list[tuple[str, str, bool, Any]] = []
     for name, props in resources_of(template, "AWS::IAM::Role", "AWS::IAM::User", "AWS::IAM::Group"):
         for policy in props.get("Policies", []):
@@ -220,12 +270,13 @@ def _service(action: str) -> str:
 
 
 def unscoped_arn(resource: str) -> bool:
-    """An S3 ARN whose bucket, or an SNS ARN any part of which, is a wildcard (arn:aws:s3:::*, arn:aws:sns:*...)."""
+    """An S3 ARN whose bucket, or an SNS or SQS ARN any part of which, is a wildcard (arn:aws:s3:::*,
+    arn:aws:sns:*, arn:aws:sqs:eu-west-1:*:name...)."""
     parts = resource.split(":", 5)
     if len(parts) < 3 or parts[0] != "arn":
         return False
     service = parts[2]
-    if service not in ("s3", "sns"):
+    if service not in ("s3", "sns", "sqs"):
         return False
     if len(parts) < 6:
         return True
@@ -235,10 +286,11 @@ def unscoped_arn(resource: str) -> bool:
     return any(char in part for part in parts[3:] for char in "*?") or not parts[5]
 
 
-def wildcard_grant_problems(template: Mapping[str, Any]) -> list[str]:
-    """Allow statements that grant S3 or SNS too widely: on "*", on a wildcard ARN, or as s3:* / sns:* / *."""
+def wildcard_grant_problems(template: Mapping[str, Any], parameters: Mapping[str, str] | None = None) -> list[str]:
+    """Allow statements that grant S3, SNS or SQS too widely: on "*", on a wildcard ARN (but MWAA's Celery queues),
+    or as s3:* / sns:* / sqs:* / *."""
     problems = []
-    for statement in policy_statements(template):
+    for statement in policy_statements(template, parameters):
         if statement.effect != "Allow":
             continue
         body, where = statement.body, statement.where
@@ -249,23 +301,25 @@ def wildcard_grant_problems(template: Mapping[str, Any]) -> list[str]:
         lowered = {action.lower() for action in statement.actions}
         if "*" in lowered:
             problems.append(f"{where}: grants every action")
-        problems += [f"{where}: grants {action}" for action in sorted(lowered & {"s3:*", "sns:*"})]
-        if not {_service(action) for action in lowered} & {"s3", "sns", "*"}:
+        problems += [f"{where}: grants {action}" for action in sorted(lowered & {"s3:*", "sns:*", "sqs:*"})]
+        if not {_service(action) for action in lowered} & {"s3", "sns", "sqs", "*"}:
             continue
         if "NotResource" in body:
-            problems.append(f"{where}: S3/SNS actions with NotResource")
+            problems.append(f"{where}: S3/SNS/SQS actions with NotResource")
         for resource in statement.resources:
             if resource == "*" and not lowered <= ACCOUNT_LEVEL_S3_ACTIONS:
                 problems.append(f"{where}: {sorted(statement.actions)} on '*'")
-            elif unscoped_arn(resource):
+            elif unscoped_arn(resource) and resource != MWAA_CELERY_QUEUES:
                 problems.append(f"{where}: {sorted(statement.actions)} on wildcard ARN {resource}")
     return problems
 
 
-def s3_grants(template: Mapping[str, Any], owner: str) -> dict[str, set[str]]:
-    """The S3 actions ``owner``'s Allow statements grant, per resource."""
+def s3_grants(
+    template: Mapping[str, Any], owner: str, parameters: Mapping[str, str] | None = None
+) -> dict[str, set[str]]:
+    """The S3 actions ``owner``'s Allow statements grant, per resource, for a deploy with ``parameters``."""
     grants: dict[str, set[str]] = {}
-    for statement in policy_statements(template):
+    for statement in policy_statements(template, parameters):
         if statement.owner != owner or statement.effect != "Allow" or statement.resource_policy:
             continue
         actions = {action for action in statement.actions if _service(action) == "s3"}
@@ -275,14 +329,19 @@ def s3_grants(template: Mapping[str, Any], owner: str) -> dict[str, set[str]]:
 
 
 def s3_scope_problems(
-    template: Mapping[str, Any], owner: str, data_bucket: str, prefixes: tuple[str, ...], read_only: tuple[str, ...]
+    template: Mapping[str, Any],
+    owner: str,
+    data_bucket: str,
+    prefixes: tuple[str, ...],
+    read_only: tuple[str, ...],
+    parameters: Mapping[str, str] | None = None,
 ) -> list[str]:
     """S3 grants of ``owner`` outside the data bucket's ``prefixes`` (listing included) and read-only buckets."""
     data_arn = f"arn:aws:s3:::{{{data_bucket}}}"
     read_only_arns = {f"arn:aws:s3:::{{{bucket}}}" for bucket in read_only}
     allowed_objects = {f"{data_arn}/{prefix}*" for prefix in prefixes}
     problems = []
-    for statement in policy_statements(template):
+    for statement in policy_statements(template, parameters):
         if statement.owner != owner or statement.effect != "Allow":
             continue
         actions = {action for action in statement.actions if _service(action) == "s3"}
@@ -370,30 +429,62 @@ def insecure_transport_problems(template: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def evaluate_condition(template: Mapping[str, Any], name: str, parameters: Mapping[str, str]) -> bool:
-    """A template condition's value for the given parameter values (the others at their defaults)."""
-    values = {key: str(spec.get("Default", "")) for key, spec in template.get("Parameters", {}).items()}
-    values.update(parameters)
+def sqs_grants(
+    template: Mapping[str, Any], owner: str, parameters: Mapping[str, str] | None = None
+) -> dict[str, set[str]]:
+    """The SQS actions ``owner``'s Allow statements grant, per resource, for a deploy with ``parameters``."""
+    grants: dict[str, set[str]] = {}
+    for statement in policy_statements(template, parameters):
+        if statement.owner != owner or statement.effect != "Allow" or statement.resource_policy:
+            continue
+        actions = {action for action in statement.actions if _service(action) == "sqs"}
+        for resource in statement.resources if actions else []:
+            grants.setdefault(resource, set()).update(actions)
+    return grants
 
-    def value(node: Any) -> Any:
-        if isinstance(node, Mapping):
-            (key, argument), *_ = node.items()
-            if key == "Ref":
-                return values[argument]
-            if key == "Condition":
-                return evaluate_condition(template, argument, parameters)
-            if key == "Fn::Equals":
-                return str(value(argument[0])) == str(value(argument[1]))
-            if key == "Fn::Not":
-                return not value(argument[0])
-            if key == "Fn::And":
-                return all(value(item) for item in argument)
-            if key == "Fn::Or":
-                return any(value(item) for item in argument)
-            raise Unrenderable(key)
-        return node
 
-    return bool(value(template["Conditions"][name]))
+def _condition_values(body: Mapping[str, Any], key: str, operators: tuple[str, ...]) -> list[str]:
+    """The values a statement's condition requires of ``key`` under the given operators."""
+    return [
+        str(value)
+        for operator in operators
+        for name, values in body.get("Condition", {}).get(operator, {}).items()
+        if name.lower() == key.lower()
+        for value in as_list(values)
+    ]
+
+
+def queue_policy_problems(template: Mapping[str, Any], parameters: Mapping[str, str] | None = None) -> list[str]:
+    """Queue policy grants other than S3 sending to a queue of this template on behalf of a bucket of this
+    template in this account (aws:SourceArn and aws:SourceAccount: no confused deputy)."""
+    renderer = Renderer(template, parameters=parameters or {})
+    created = created_resources(template, parameters)
+    buckets = {
+        f"arn:aws:s3:::{renderer.render(resource['Properties']['BucketName'])}"
+        for resource in created.values()
+        if resource["Type"] == "AWS::S3::Bucket" and "BucketName" in resource.get("Properties", {})
+    }
+    queues = {
+        renderer.get_att(name, "Arn") for name, resource in created.items() if resource["Type"] == "AWS::SQS::Queue"
+    }
+    account = PSEUDO_PARAMETERS["AWS::AccountId"]
+    problems = []
+    for statement in policy_statements(template, parameters):
+        if statement.effect != "Allow" or created[statement.owner]["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        body, where = statement.body, statement.where
+        if body.get("Principal") != {"Service": "s3.amazonaws.com"}:
+            problems.append(f"{where}: principal {body.get('Principal')} is not S3")
+        if statement.actions != ["sqs:SendMessage"]:
+            problems.append(f"{where}: grants {sorted(statement.actions)}, S3 only sends")
+        if not statement.resources or set(statement.resources) - queues:
+            problems.append(f"{where}: {statement.resources} are not queues of this template")
+        source_arns = _condition_values(body, "aws:SourceArn", ("ArnEquals", "ArnLike", "StringEquals", "StringLike"))
+        if not source_arns or set(source_arns) - buckets:
+            problems.append(f"{where}: aws:SourceArn {source_arns} is not a bucket of this template")
+        if _condition_values(body, "aws:SourceAccount", ("StringEquals",)) != [account]:
+            problems.append(f"{where}: aws:SourceAccount is not required to be this account")
+    return problems
 
 
 # --- Fixtures -----------------------------------------------------------------------------------------------------
@@ -526,6 +617,78 @@ Resources:
     ]
 
 
+BAD_QUEUE_TEMPLATE = """
+Resources:
+  Bucket:
+    Type: AWS::S3::Bucket
+    Properties: {BucketName: landing}
+  Queue:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: uploads}
+  Role:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument: {}
+      Policies:
+        - PolicyName: queues
+          PolicyDocument:
+            Statement:
+              - {Sid: SqsEverything, Effect: Allow, Action: "sqs:*", Resource: !GetAtt Queue.Arn}
+              - {Sid: AnyQueue, Effect: Allow, Action: sqs:ReceiveMessage, Resource: "*"}
+              - {Sid: AnyAccount, Effect: Allow, Action: sqs:DeleteMessage, Resource: "arn:aws:sqs:eu-west-1:*:uploads"}
+              - {Sid: Fine, Effect: Allow, Action: sqs:ReceiveMessage, Resource: !GetAtt Queue.Arn}
+  QueuePolicy:
+    Type: AWS::SQS::QueuePolicy
+    Properties:
+      Queues: [!Ref Queue]
+      PolicyDocument:
+        Statement:
+          - {Sid: Anyone, Effect: Allow, Principal: "*", Action: sqs:SendMessage, Resource: !GetAtt Queue.Arn}
+          - Sid: AnyBucket
+            Effect: Allow
+            Principal: {Service: s3.amazonaws.com}
+            Action: [sqs:SendMessage, sqs:ReceiveMessage]
+            Resource: !GetAtt Queue.Arn
+            Condition: {ArnLike: {aws:SourceArn: "arn:aws:s3:::*"}, StringEquals: {aws:SourceAccount: "123456789012"}}
+          - Sid: AnyQueueAnyAccount
+            Effect: Allow
+            Principal: {Service: s3.amazonaws.com}
+            Action: sqs:SendMessage
+            Resource: "arn:aws:sqs:*:*:*"
+            Condition: {ArnEquals: {aws:SourceArn: "arn:aws:s3:::landing"}}
+          - Sid: Fine
+            Effect: Allow
+            Principal: {Service: s3.amazonaws.com}
+            Action: sqs:SendMessage
+            Resource: !GetAtt Queue.Arn
+            Condition:
+              ArnEquals: {aws:SourceArn: "arn:aws:s3:::landing"}
+              StringEquals: {aws:SourceAccount: !Ref AWS::AccountId}
+"""
+
+
+def test_wildcard_checker_fails_every_wide_queue_grant() -> None:
+    assert wildcard_grant_problems(load_yaml(BAD_QUEUE_TEMPLATE)) == [
+        "Role/queues/SqsEverything: grants sqs:*",
+        "Role/queues/AnyQueue: ['sqs:ReceiveMessage'] on '*'",
+        "Role/queues/AnyAccount: ['sqs:DeleteMessage'] on wildcard ARN arn:aws:sqs:eu-west-1:*:uploads",
+        "QueuePolicy/Anyone: resource policy allows any principal",
+        "QueuePolicy/AnyQueueAnyAccount: ['sqs:SendMessage'] on wildcard ARN arn:aws:sqs:*:*:*",
+    ]
+
+
+def test_queue_policy_checker_fails_all_but_this_buckets_s3() -> None:
+    assert queue_policy_problems(load_yaml(BAD_QUEUE_TEMPLATE)) == [
+        "QueuePolicy/Anyone: principal * is not S3",
+        "QueuePolicy/Anyone: aws:SourceArn [] is not a bucket of this template",
+        "QueuePolicy/Anyone: aws:SourceAccount is not required to be this account",
+        "QueuePolicy/AnyBucket: grants ['sqs:ReceiveMessage', 'sqs:SendMessage'], S3 only sends",
+        "QueuePolicy/AnyBucket: aws:SourceArn ['arn:aws:s3:::*'] is not a bucket of this template",
+        "QueuePolicy/AnyQueueAnyAccount: ['arn:aws:sqs:*:*:*'] are not queues of this template",
+        "QueuePolicy/AnyQueueAnyAccount: aws:SourceAccount is not required to be this account",
+    ]
+
+
 def test_renderer_resolves_what_policies_use() -> None:
     tpl = load_yaml(
         "Parameters: {Env: {Type: String}}\nResources:\n  B: {Type: AWS::S3::Bucket}\n  T: {Type: AWS::SNS::Topic}\n"
@@ -535,7 +698,26 @@ def test_renderer_resolves_what_policies_use() -> None:
     assert renderer.render({"Ref": "T"}) == "arn:aws:sns:eu-west-1:123456789012:{T}"
     assert renderer.render({"Fn::Join": ["/", [{"Ref": "B"}, "k"]]}) == "{B}/k"
     with pytest.raises(Unrenderable):
-        renderer.render({"Fn::If": ["C", "a", "b"]})
+        renderer.render({"Fn::If": ["C", "a", "b"]})  # no such condition
+
+
+def test_renderer_takes_the_branch_the_parameters_choose() -> None:
+    tpl = load_yaml(
+        "Parameters: {Mode: {Type: String, Default: a}}\nConditions: {IsB: !Equals [!Ref Mode, b]}\n"
+        "Resources:\n  Q: {Type: AWS::SQS::Queue, Condition: IsB, Properties: {QueueName: !Sub '${Mode}-q'}}\n"
+    )
+    value = {"Items": ["x", {"Fn::If": ["IsB", {"Fn::GetAtt": ["Q", "Arn"]}, {"Ref": "AWS::NoValue"}]}]}
+    assert Renderer(tpl).render(value) == {"Items": ["x"]}
+    assert Renderer(tpl, parameters={"Mode": "b"}).render(value) == {
+        "Items": ["x", "arn:aws:sqs:eu-west-1:123456789012:b-q"]
+    }
+    assert (
+        Renderer(tpl, parameters={"Mode": "b"}).render({"Ref": "Q"})
+        == "https://sqs.eu-west-1.amazonaws.com/123456789012/b-q"
+    )
+    assert Renderer(tpl).render({"K": {"Fn::If": ["IsB", "y", {"Ref": "AWS::NoValue"}]}}) == {}
+    assert set(created_resources(tpl, {})) == set()
+    assert set(created_resources(tpl, {"Mode": "b"})) == {"Q"}
 
 
 def test_cfn_lint_catches_a_broken_template(tmp_path: Path) -> None:
@@ -569,9 +751,10 @@ def test_buckets_are_private_encrypted_versioned_and_tls_only(template: Mapping[
     assert insecure_transport_problems(template) == []
 
 
-def test_no_wildcard_grants_on_s3_or_sns(template: Mapping[str, Any]) -> None:
-    assert policy_statements(template), "no policy statements found"
-    assert wildcard_grant_problems(template) == []
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_no_wildcard_grants_on_s3_sns_or_sqs(template: Mapping[str, Any], trigger: str) -> None:
+    assert policy_statements(template, {"Trigger": trigger}), "no policy statements found"
+    assert wildcard_grant_problems(template, {"Trigger": trigger}) == []
 
 
 def test_no_managed_policies_widen_the_role(template: Mapping[str, Any]) -> None:
@@ -580,10 +763,29 @@ def test_no_managed_policies_widen_the_role(template: Mapping[str, Any]) -> None
     assert not list(resources_of(template, "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"))
 
 
-def test_execution_role_s3_is_limited_to_the_pipeline_prefixes(template: Mapping[str, Any]) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_execution_role_s3_is_limited_to_the_pipeline_prefixes(template: Mapping[str, Any], trigger: str) -> None:
     role, _ = the_one(template, "AWS::IAM::Role")
-    assert s3_scope_problems(template, role, "DataBucket", PIPELINE_PREFIXES, read_only=("MwaaBucket",)) == []
-    assert s3_grants(template, role) == EXPECTED_EXECUTION_ROLE_S3
+    parameters = {"Trigger": trigger}
+    assert s3_scope_problems(template, role, "DataBucket", PIPELINE_PREFIXES, ("MwaaBucket",), parameters) == []
+    assert s3_grants(template, role, parameters) == EXPECTED_EXECUTION_ROLE_S3
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_execution_role_acts_on_the_uploads_queue_only(template: Mapping[str, Any], trigger: str) -> None:
+    """With events, the role may receive and delete on the uploads queue and on no other queue of the
+    pipeline; MWAA's own Celery grant (a pattern) reaches neither the uploads queue nor its dead-letter queue."""
+    role, _ = the_one(template, "AWS::IAM::Role")
+    grants = sqs_grants(template, role, {"Trigger": trigger})
+    expected = {MWAA_CELERY_QUEUES: CELERY_ACTIONS}
+    if trigger == Trigger.EVENTS:
+        expected[UPLOADS_QUEUE_ARN] = UPLOADS_QUEUE_ACTIONS
+    assert grants == expected
+    for environment in ("retail", "airflow", "e" * 20):
+        ours = [UPLOADS_QUEUE_ARN, UPLOADS_QUEUE_ARN + "-dlq"]
+        ours = [arn.replace("{EnvironmentName}", environment) for arn in ours]
+        for pattern in set(grants) - {UPLOADS_QUEUE_ARN}:
+            assert not [arn for arn in ours if fnmatch.fnmatchcase(arn, pattern)], (pattern, environment)
 
 
 def test_execution_role_publishes_to_the_one_topic_and_reads_its_secrets_only(
@@ -603,6 +805,46 @@ def test_execution_role_publishes_to_the_one_topic_and_reads_its_secrets_only(
         "secretsmanager:DescribeSecret": {secrets},
     }
     assert resources["AlertsTopic"]["Type"] == "AWS::SNS::Topic"
+
+
+def test_the_queue_policy_admits_only_the_data_bucket(
+    template: Mapping[str, Any], resources: Mapping[str, Any]
+) -> None:
+    events = {"Trigger": Trigger.EVENTS.value}
+    assert queue_policy_problems(template, events) == []
+    renderer = Renderer(template, parameters=events)
+    statements = [
+        s for s in policy_statements(template, events) if resources[s.owner]["Type"] == "AWS::SQS::QueuePolicy"
+    ]
+    (statement,) = statements
+    data_bucket = renderer.render(resources["DataBucket"]["Properties"]["BucketName"])
+    assert statement.effect == "Allow"
+    assert statement.resources == [UPLOADS_QUEUE_ARN]
+    assert statement.body["Condition"]["ArnEquals"] == {"aws:SourceArn": f"arn:aws:s3:::{data_bucket}"}
+    assert statement.body["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    (policy,) = [props for _, props in resources_of(template, "AWS::SQS::QueuePolicy")]
+    assert renderer.render(policy["Queues"]) == [renderer.render({"Ref": "UploadsQueue"})], "the DLQ needs no policy"
+    # The bucket's ARN is built from its name, not taken from the bucket: the bucket waits for this policy.
+    assert "DataBucket" not in referenced(policy)
+    assert "UploadsQueuePolicy" in referenced(resources["DataBucket"])
+
+
+def referenced(node: Any) -> set[str]:
+    """The names a template fragment refers to: Ref, Fn::GetAtt, and the ${Name} or ${Name.Attribute} of Fn::Sub."""
+    if isinstance(node, list):
+        return set().union(*map(referenced, node))
+    if not isinstance(node, Mapping):
+        return set()
+    names = set().union(*map(referenced, node.values()))
+    if isinstance(node.get("Ref"), str):
+        names.add(node["Ref"])
+    if "Fn::GetAtt" in node:
+        target = node["Fn::GetAtt"]
+        names.add(target[0] if isinstance(target, list) else str(target).split(".", 1)[0])
+    if "Fn::Sub" in node:
+        text = node["Fn::Sub"] if isinstance(node["Fn::Sub"], str) else node["Fn::Sub"][0]
+        names |= {name.split(".", 1)[0] for name in _SUB_VARIABLE.findall(text) if not name.startswith("!")}
+    return names
 
 
 def test_execution_role_trusts_mwaa_for_this_environment_only(resources: Mapping[str, Any]) -> None:
@@ -712,6 +954,85 @@ def test_warehouse_keeps_a_snapshot_and_takes_its_password_from_secrets_manager(
     ]
 
 
+# --- Upload detection: the Trigger parameter ------------------------------------------------------------------------
+UPLOAD_EVENT_TYPES = {"AWS::SQS::Queue", "AWS::SQS::QueuePolicy"}
+
+
+def test_the_trigger_parameter_offers_what_the_pipeline_reads(template: Mapping[str, Any]) -> None:
+    parameter = template["Parameters"]["Trigger"]
+    assert parameter["AllowedValues"] == TRIGGERS
+    assert parameter["Default"] == Trigger.SENSOR.value, "the design card asks for the sensor"
+    groups = template["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+    grouped = [name for group in groups for name in group["Parameters"]]
+    assert sorted(grouped) == sorted(template["Parameters"]), "every parameter in exactly one group"
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_upload_events_exist_only_when_trigger_is_events(template: Mapping[str, Any], trigger: str) -> None:
+    """sensor: no queue, no queue policy, no notification, no queue Variable or output. events: all of them."""
+    events = trigger == Trigger.EVENTS
+    parameters = {"Trigger": trigger}
+    created = created_resources(template, parameters)
+    renderer = Renderer(template, parameters=parameters)
+    queues = sorted(name for name, resource in created.items() if resource["Type"] == "AWS::SQS::Queue")
+    assert queues == (["UploadsDeadLetterQueue", "UploadsQueue"] if events else [])
+    assert bool({resource["Type"] for resource in created.values()} & UPLOAD_EVENT_TYPES) == events
+
+    bucket = renderer.render(created["DataBucket"]["Properties"])
+    if events:
+        assert bucket["NotificationConfiguration"] == {
+            "QueueConfigurations": [
+                {
+                    "Event": "s3:ObjectCreated:*",
+                    "Queue": UPLOADS_QUEUE_ARN,
+                    "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": config.INCOMING_PREFIX}]}},
+                }
+            ]
+        }
+        # S3 tests the destination when the notification is set: the queue policy must exist first.
+        assert {"Key": "retail:uploads-queue-policy", "Value": "{UploadsQueuePolicy}"} in bucket["Tags"]
+    else:
+        assert "NotificationConfiguration" not in bucket
+        assert not bucket.get("Tags")
+
+    secrets = {
+        renderer.render(resource["Properties"]["Name"]): renderer.render(resource["Properties"]["SecretString"])
+        for resource in created.values()
+        if resource["Type"] == "AWS::SecretsManager::Secret" and "SecretString" in resource["Properties"]
+    }
+    assert secrets[f"{VARIABLES_PREFIX}/{config.TRIGGER_VARIABLE}"] == trigger
+    queue_url = secrets.get(f"{VARIABLES_PREFIX}/{config.UPLOADS_QUEUE_VARIABLE}")
+    assert queue_url == (
+        "https://sqs.eu-west-1.amazonaws.com/123456789012/{EnvironmentName}-uploads" if events else None
+    )
+
+    outputs = {
+        name
+        for name, output in template["Outputs"].items()
+        if "Condition" not in output or evaluate_condition(template, output["Condition"], parameters)
+    }
+    assert {"UploadsQueueUrl", "UploadsDeadLetterQueueUrl"} <= outputs if events else not outputs & {"UploadsQueueUrl"}
+
+
+def test_the_uploads_queue_is_encrypted_and_redrives_like_devstack(template: Mapping[str, Any]) -> None:
+    """The queues devstack/aws.py provision_upload_events makes locally, in AWS."""
+    parameters = {"Trigger": Trigger.EVENTS.value, "EnvironmentName": "retail"}
+    created = created_resources(template, parameters)
+    renderer = Renderer(template, parameters=parameters)
+    queue = renderer.render(created["UploadsQueue"]["Properties"])
+    dead = renderer.render(created["UploadsDeadLetterQueue"]["Properties"])
+    for props in (queue, dead):
+        assert is_true(props.get("SqsManagedSseEnabled")) or props.get("KmsMasterKeyId"), props
+    assert (queue["QueueName"], dead["QueueName"]) == ("retail-uploads", "retail-uploads-dlq")
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": "arn:aws:sqs:eu-west-1:123456789012:retail-uploads-dlq",
+        "maxReceiveCount": MAX_RECEIVES,
+    }
+    assert (int(queue["MessageRetentionPeriod"]), int(dead["MessageRetentionPeriod"])) == (4 * 86400, 14 * 86400)
+    for name in ("UploadsQueue", "UploadsDeadLetterQueue"):
+        assert created[name]["DeletionPolicy"] == "Delete", "switching back to sensor removes them"
+
+
 # --- The contract -------------------------------------------------------------------------------------------------
 def test_contract_parameters_and_defaults(template: Mapping[str, Any]) -> None:
     parameters = template["Parameters"]
@@ -733,6 +1054,7 @@ def test_contract_outputs(template: Mapping[str, Any]) -> None:
         assert "Condition" not in outputs[name], f"{name} must exist from the first deploy on"
     for name in CONTRACT_BUNDLE_OUTPUTS:
         assert outputs[name]["Condition"] == "HasBundle"
+    assert outputs["UploadsQueueUrl"]["Condition"] == "DetectsByEvents"
 
 
 def test_mwaa_environment_waits_for_all_three_object_versions(
@@ -789,7 +1111,7 @@ def test_secrets_backend_kwargs_are_the_providers_and_find_every_secret(resource
     assert kwargs["variables_prefix"] == VARIABLES_PREFIX
     for conn_id in CONTRACT_CONNECTION_IDS:
         assert re.match(kwargs["connections_lookup_pattern"], conn_id), conn_id
-    for key in CONTRACT_VARIABLE_KEYS:
+    for key in CONTRACT_VARIABLE_KEYS | EVENTS_VARIABLE_KEYS:
         assert re.match(kwargs["variables_lookup_pattern"], key), key
     assert not re.match(kwargs["connections_lookup_pattern"], config.AWS_CONN_ID), "aws_default must stay MWAA's"
 
@@ -803,10 +1125,13 @@ def _secrets_by_name(resources: Mapping[str, Any]) -> dict[str, Mapping[str, Any
     }
 
 
-def test_every_contract_secret_exists(resources: Mapping[str, Any]) -> None:
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_every_contract_secret_exists(template: Mapping[str, Any], trigger: str) -> None:
     expected = {f"{CONNECTIONS_PREFIX}/{conn_id}" for conn_id in CONTRACT_CONNECTION_IDS}
     expected |= {f"{VARIABLES_PREFIX}/{key}" for key in CONTRACT_VARIABLE_KEYS}
-    assert set(_secrets_by_name(resources)) == expected
+    if trigger == Trigger.EVENTS:
+        expected |= {f"{VARIABLES_PREFIX}/{key}" for key in EVENTS_VARIABLE_KEYS}
+    assert set(_secrets_by_name(created_resources(template, {"Trigger": trigger}))) == expected
 
 
 def test_generated_passwords_are_uri_safe(resources: Mapping[str, Any]) -> None:
@@ -821,10 +1146,10 @@ def test_generated_passwords_are_uri_safe(resources: Mapping[str, Any]) -> None:
 
 
 def test_secrets_are_airflow_connections_and_variables(
-    resources: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch
+    template: Mapping[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Store the secrets as Secrets Manager would hold them after deploy, then read them back through the
-    provider's SecretsManagerBackend (in moto), as MWAA will."""
+    """Store the secrets as Secrets Manager would hold them after a deploy with Trigger=events (every secret),
+    then read them back through the provider's SecretsManagerBackend (in moto), as MWAA will."""
     import boto3
     from airflow.providers.amazon.aws.secrets.secrets_manager import SecretsManagerBackend
     from moto import mock_aws
@@ -833,9 +1158,11 @@ def test_secrets_are_airflow_connections_and_variables(
         monkeypatch.setenv(variable, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     host = "retail-warehouse.abcdefghijkl.eu-west-1.rds.amazonaws.com"
+    parameters = {"EnvironmentName": "retail", "Trigger": Trigger.EVENTS.value}
+    resources = created_resources(template, parameters | dict.fromkeys(BUNDLE_VERSION_PARAMETERS, "v1"))
     renderer = Renderer(
-        {"Resources": resources},
-        parameters={"EnvironmentName": "retail"},
+        template,
+        parameters=parameters,
         attributes={"Warehouse.Endpoint.Address": host, "Warehouse.Endpoint.Port": "5432"},
     )
     secrets = {renderer.render(props["Name"]): props for props in _secrets_by_name(resources).values()}
@@ -870,6 +1197,9 @@ def test_secrets_are_airflow_connections_and_variables(
             assert connection.extra_dejson.get("sslmode") == "require"
         assert backend.get_variable(config.BUCKET_VARIABLE) == "{DataBucket}"
         assert backend.get_variable(config.ALERTS_TOPIC_VARIABLE) == "arn:aws:sns:eu-west-1:123456789012:{AlertsTopic}"
+        assert backend.get_variable(config.TRIGGER_VARIABLE) == Trigger.EVENTS.value
+        queue_url = "https://sqs.eu-west-1.amazonaws.com/123456789012/retail-uploads"
+        assert backend.get_variable(config.UPLOADS_QUEUE_VARIABLE) == queue_url
         # An optional variable that is not stored answers "absent", and aws_default is never looked up.
         assert backend.get_variable(config.MAX_REJECTED_FRACTION_VARIABLE) is None
         assert backend.get_connection(config.AWS_CONN_ID) is None

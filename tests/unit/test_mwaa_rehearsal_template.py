@@ -19,12 +19,14 @@ import pytest
 from psycopg import pq
 
 from include.retail import config
+from include.retail.detection import Trigger, keys_from_message_body
 from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
 from mwaa.rehearsal import (
     CONTAINER_AWS,
     Deployment,
     Renderer,
     Unrenderable,
+    created_resources,
     env_file_text,
     generate_password,
     load_template,
@@ -44,6 +46,7 @@ CONNECTIONS = {
     config.WAREHOUSE_TRANSFORM_CONN_ID: TRANSFORMER_ROLE,
 }
 BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
+VARIABLES = (config.BUCKET_VARIABLE, config.ALERTS_TOPIC_VARIABLE, config.TRIGGER_VARIABLE)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,7 @@ def test_names_are_the_templates_with_the_environment_account_and_region(deploym
 def test_every_secret_of_the_template_with_the_value_cloudformation_gives_it(deployment: Deployment) -> None:
     names = {secret.name for secret in deployment.secrets}
     assert names == {f"rehearsal/airflow/connections/{conn_id}" for conn_id in CONNECTIONS} | {
-        f"rehearsal/airflow/variables/{key}" for key in (config.BUCKET_VARIABLE, config.ALERTS_TOPIC_VARIABLE)
+        f"rehearsal/airflow/variables/{key}" for key in VARIABLES
     }
     for conn_id, login in CONNECTIONS.items():
         value = json.loads(deployment.secret(conn_id).value)
@@ -84,6 +87,9 @@ def test_every_secret_of_the_template_with_the_value_cloudformation_gives_it(dep
     assert (admin["engine"], admin["dbInstanceIdentifier"]) == ("postgres", "rehearsal-warehouse")
     assert deployment.secret(config.BUCKET_VARIABLE).value == deployment.data_bucket
     assert deployment.secret(config.ALERTS_TOPIC_VARIABLE).value == deployment.topic_arn
+    # The template's default: the sensor, and nothing of the event path.
+    assert deployment.secret(config.TRIGGER_VARIABLE).value == Trigger.SENSOR.value
+    assert deployment.uploads_queue is None
 
 
 def test_passwords_are_new_for_each_deployment(template: dict, deployment: Deployment) -> None:
@@ -192,6 +198,8 @@ def test_the_rendered_deployment_is_what_the_secrets_backend_reads(
         )
         assert backend.get_variable(config.BUCKET_VARIABLE) == deployment.data_bucket
         assert backend.get_variable(config.ALERTS_TOPIC_VARIABLE) == deployment.topic_arn
+        assert backend.get_variable(config.TRIGGER_VARIABLE) == Trigger.SENSOR.value
+        assert backend.get_variable(config.UPLOADS_QUEUE_VARIABLE) is None
         assert backend.get_connection(config.AWS_CONN_ID) is None  # never looked up: MWAA's own
 
 
@@ -206,7 +214,60 @@ def test_a_secret_left_out_of_the_template_is_left_out_of_the_deployment(templat
     del broken["Resources"][logical_id]
     names = {secret.name for secret in render_deployment(broken).secrets}
     assert "rehearsal/airflow/connections/retail_warehouse_transform" not in names
-    assert len(names) == 4
+    assert len(names) == len(CONNECTIONS) + len(VARIABLES) - 1
+
+
+def test_events_add_the_queue_and_its_variable(template: dict) -> None:
+    events = render_deployment(template, environment_name="rehearsal", parameters={"Trigger": Trigger.EVENTS.value})
+    queue_url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/rehearsal-uploads"
+    assert events.secret(config.TRIGGER_VARIABLE).value == Trigger.EVENTS.value
+    assert events.secret(config.UPLOADS_QUEUE_VARIABLE).value == queue_url
+    assert events.uploads_queue is not None
+    assert (events.uploads_queue.name, events.uploads_queue.url) == ("rehearsal-uploads", queue_url)
+    assert (events.uploads_queue.dead_letters, events.uploads_queue.max_receives) == ("rehearsal-uploads-dlq", 5)
+
+
+def test_only_what_the_conditions_create_is_rendered(template: dict) -> None:
+    """A resource whose condition is false is not made, and nothing may refer to it: as in CloudFormation."""
+    assert "UploadsQueue" not in created_resources(template)
+    assert "UploadsQueue" in created_resources(template, {"Trigger": "events"})
+    # The MWAA environment (HasBundle) is rendered as the second deploy makes it, with the bundle's versions.
+    assert "MwaaEnvironment" not in created_resources(template)
+    renderer = Renderer(template, parameters={"Trigger": "events"})
+    assert renderer.render([{"Fn::If": ["DetectsByEvents", "q", {"Ref": "AWS::NoValue"}]}, "x"]) == ["q", "x"]
+    assert Renderer(template).render({"k": {"Fn::If": ["DetectsByEvents", "q", {"Ref": "AWS::NoValue"}]}}) == {}
+    with pytest.raises(Unrenderable, match="no condition"):
+        Renderer(template).render({"Fn::If": ["NoSuchCondition", "a", "b"]})
+
+
+def test_events_provision_the_queue_the_bucket_notifies(template: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """provision_aws makes the template's queues in moto and wires the data bucket to them: an upload under
+    incoming/ arrives as an S3 event the pipeline reads; a key elsewhere does not."""
+    import boto3
+    from moto import mock_aws
+
+    for variable, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    events = render_deployment(template, environment_name="rehearsal", parameters={"Trigger": Trigger.EVENTS.value})
+    assert events.uploads_queue is not None
+    with mock_aws():
+        s3, sns, sqs, secretsmanager = (
+            boto3.client(name, region_name=REGION) for name in ("s3", "sns", "sqs", "secretsmanager")
+        )
+        provision_aws(s3, sns, sqs, secretsmanager, events)
+        queue_url = sqs.get_queue_url(QueueName=events.uploads_queue.name)["QueueUrl"]
+        assert queue_url.rsplit("/", 1)[-1] == events.secret(config.UPLOADS_QUEUE_VARIABLE).value.rsplit("/", 1)[-1]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
+        assert json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"].endswith(":rehearsal-uploads-dlq")
+        s3.put_object(Bucket=events.data_bucket, Key="processed/not-announced.xlsx", Body=b"x")
+        s3.put_object(Bucket=events.data_bucket, Key="incoming/new file.xlsx", Body=b"x")
+        keys = []
+        while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []):
+            for message in messages:
+                keys += keys_from_message_body(message["Body"])
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        assert keys == ["incoming/new file.xlsx"]
 
 
 def test_what_the_renderer_cannot_evaluate_is_an_error_not_a_guess() -> None:
