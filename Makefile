@@ -58,6 +58,10 @@ demo: venv ## run the pipeline end to end on the embedded stack (WORKBOOK=path f
 test: venv ## run the whole test suite (starts its own PostgreSQL and moto server)
 	@$(PY) -m pytest
 
+.PHONY: test-fast
+test-fast: venv $(MANIFEST) ## unit tests, DAG integrity and the dbt parse (about a minute; no stack needed)
+	@$(PY) -m pytest -q tests/unit tests/dags
+
 .PHONY: compose-test
 compose-test: venv ## run docker-compose.yaml for real: build, up, both executors, the real workbook, down -v
 	@$(PY) -m pytest tests/compose
@@ -93,6 +97,28 @@ psql: venv ## open psql on the warehouse
 upload: venv ## put WORKBOOK under incoming/ of the bucket
 	@test -n "$(WORKBOOK)" || { echo "usage: make upload WORKBOOK=path/to/file.xlsx" >&2; exit 2; }
 	@$(PY) -m devstack upload "$(WORKBOOK)"
+
+.PHONY: dbt
+dbt: venv $(MANIFEST) ## run dbt against the stack's warehouse: make dbt ARGS="ls" (or "build -s gold")
+	@$(PY) -m devstack dbt -- $(ARGS)
+
+.PHONY: trigger
+trigger: venv ## load one object now through the running services: make trigger KEY=incoming/file.xlsx
+	@test -n "$(KEY)" || { echo "usage: make trigger KEY=incoming/file.xlsx" >&2; exit 2; }
+	@$(PY) -m devstack trigger "$(KEY)"
+
+.PHONY: logs
+logs: ## follow the logs of the running services (Ctrl-C to stop)
+	@ls .devstack/logs/*.log >/dev/null 2>&1 || { echo "No logs yet: make up first." >&2; exit 1; }
+	@tail -n 20 -F .devstack/logs/*.log
+
+.PHONY: reset
+reset: venv ## empty the warehouse and the bucket (keeps the virtualenvs and the stack's settings)
+	@$(PY) -m devstack reset
+
+.PHONY: report
+report: venv ## copy the latest gold report from the stack's bucket to a local file and print where it is
+	@$(PY) -m devstack report
 
 .PHONY: env
 env: venv ## print the stack's Airflow settings as shell exports (eval "$$(make -s env)")
@@ -150,5 +176,6 @@ mwaa-rehearse: venv ## rehearse the MWAA deployment on Docker: the bundle, the t
 	@$(PY) -m pytest tests/mwaa
 
 .PHONY: clean
-clean: down ## stop the stack and delete its state and the virtualenvs
+clean: ## stop the stack and delete its state and the virtualenvs
+	@if [ -x $(PY) ]; then $(PY) -m devstack clean; fi
 	rm -rf .devstack $(VENV) $(DBT_VENV) .tools $(DBT_DIR)/target $(DBT_DIR)/logs

@@ -15,7 +15,10 @@ test still fails the tasks that depend on it and names itself in the failure ale
   `fact_returns_daily`, and the rows set aside;
 - **gold**: `monthly_sales_summary`, `country_sales`, `product_performance`, `customer_rfm`.
 
-On success the SNS topic gets a summary (rows per layer, revenue, months, tests, duration); any failed
+On success `publish_gold_report` renders the gold report (one self-contained HTML page: monthly revenue
+and orders, cancellation rate, top countries and products, RFM segments, data quality) to
+`s3://<bucket>/reports/` (a dated name and `reports/latest.html`), and the SNS topic gets a summary (rows
+per layer, revenue, months, tests, duration, the report's S3 URI and a presigned link to it); any failed
 task sends the same alert as ingest.
 """
 
@@ -28,7 +31,7 @@ from cosmos import DbtTaskGroup
 
 from include.retail.alerts import alert_on_failure
 from include.retail.assets import BRONZE_TRANSACTIONS
-from include.retail.transform_tasks import announce_transform, cosmos_configs, follow_the_build
+from include.retail.transform_tasks import announce_transform, cosmos_configs, follow_the_build, publish_gold_report
 
 
 @dag(
@@ -49,7 +52,9 @@ from include.retail.transform_tasks import announce_transform, cosmos_configs, f
 def retail_transform():
     dbt = DbtTaskGroup(group_id="dbt", **cosmos_configs())
     producer = follow_the_build(dbt)
-    dbt >> announce_transform(producer.task_id)
+    report = publish_gold_report(producer.task_id)
+    dbt >> report
+    announce_transform(producer.task_id, report)
 
 
 retail_transform()

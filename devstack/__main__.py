@@ -1,4 +1,5 @@
-"""Command line of the embedded stack: ``python -m devstack {up,down,status,health,env,warehouse-url,upload,demo}``.
+"""Command line of the embedded stack: ``python -m devstack {up,down,status,health,env,warehouse-url,upload,demo,
+dbt,trigger,reset,clean,report}``.
 
 The Makefile calls these; they can be called directly from the project's virtualenv too.
 """
@@ -6,6 +7,7 @@ The Makefile calls these; they can be called directly from the project's virtual
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import psycopg
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from devstack import report as report_command
 from devstack import sample
 from devstack.airflow_services import ADMIN_USER
 from devstack.aws import BUCKET
@@ -47,9 +50,11 @@ def stack_fault(stack: Stack, error: BaseException) -> str:
     """Which part of the stack failed, and what to do, in one line."""
     if isinstance(error, subprocess.CalledProcessError) and "pg_ctl" in str(error.cmd):
         return (
-            f"PostgreSQL did not start on 127.0.0.1:{stack.state.postgres_port}; see {stack.postgres.log_file}. "
-            "Try `make down` then the command again."
+            f"PostgreSQL did not start on 127.0.0.1:{stack.state.postgres_port}: {_one_line(error)} "
+            f"(see {stack.postgres.log_file}). Try `make down` then the command again."
         )
+    if isinstance(error, subprocess.CalledProcessError):  # initdb, and any other command the stack runs
+        return f"the embedded stack: {_one_line(error)}"
     if isinstance(error, psycopg.Error):
         where = f"PostgreSQL (127.0.0.1:{stack.state.postgres_port})"
     elif isinstance(error, (BotoCoreError, ClientError, S3UploadFailedError)):
@@ -240,6 +245,57 @@ def up(stack: Stack, trigger: str) -> int:
     return 0
 
 
+def run_dbt(stack: Stack, args: list[str]) -> int:
+    """dbt against the stack's warehouse, as the transform role, with the project's profile (``make dbt``).
+
+    Its artifacts go to ``<stack>/dbt-target``: ``include/dbt/target`` holds the manifest Cosmos renders from.
+    """
+    from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+
+    stack.postgres.start()
+    stack.warehouse.prepare()
+    env = {
+        **os.environ,
+        **stack.warehouse.dbt_profile_environment(),
+        "DBT_TARGET_PATH": str(stack.home / "dbt-target"),
+        "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
+    }
+    print(f"dbt {' '.join(args)}   (in {DBT_PROJECT_DIR}, target path {env['DBT_TARGET_PATH']})", flush=True)
+    return subprocess.run([str(DBT_EXECUTABLE), *args], cwd=DBT_PROJECT_DIR, env=env, check=False).returncode
+
+
+def trigger(stack: Stack, key: str) -> int:
+    """Trigger ``retail_ingest_file`` for ``key`` through the running Airflow (``make trigger KEY=...``)."""
+    if not stack.airflow_running():
+        print("trigger: the Airflow services are not running: `make up` first.", file=sys.stderr)
+        return 2
+    api = stack.api()
+    try:
+        run = api.post("/dags/retail_ingest_file/dagRuns", {"logical_date": None, "conf": {"key": key}})
+    finally:
+        api.close()
+    print(f"retail_ingest_file run {run['dag_run_id']} for {key}: {stack.api_url}/dags/retail_ingest_file")
+    return 0
+
+
+def reset(stack: Stack) -> None:
+    """Empty the warehouse (bronze, the ledger, silver, gold) and the bucket; keep everything else."""
+    stack.up()
+    stack.reset_warehouse(bronze=True)
+    s3 = stack.boto3_client("s3")
+    removed = 0
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=BUCKET):
+        versions = [
+            {"Key": item["Key"], "VersionId": item["VersionId"]}
+            for item in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
+        if versions:
+            s3.delete_objects(Bucket=BUCKET, Delete={"Objects": versions, "Quiet": True})
+            removed += len(versions)
+    stack.read_alerts()
+    print(f"Warehouse emptied (bronze, ledger, silver, gold); s3://{BUCKET} emptied ({removed} object versions).")
+
+
 def health(stack: Stack) -> int:
     """Print the pipeline's health checks; exit 0 (OK), 1 (WARNING) or 2 (CRITICAL)."""
     from include.retail import health as checks
@@ -292,6 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     up_load.add_argument("path", type=Path)
     run = commands.add_parser("demo", help="load a workbook (default: the generated sample) end to end")
     run.add_argument("--workbook", type=Path, default=None)
+    dbt = commands.add_parser("dbt", help="run dbt against the warehouse: python -m devstack dbt -- ls")
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER)
+    by_hand = commands.add_parser("trigger", help="trigger retail_ingest_file for one key (services running)")
+    by_hand.add_argument("key")
+    commands.add_parser("reset", help="empty the warehouse and the bucket (keeps the virtualenvs and settings)")
+    commands.add_parser("clean", help="stop everything and delete the PostgreSQL cluster if it lives outside")
+    report_command.add_parser(commands)
     args = parser.parse_args(argv)
 
     stack = Stack(args.home) if args.home else Stack()
@@ -318,6 +381,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"s3://{BUCKET}/{upload(stack, args.path)}")
         elif args.command == "demo":
             return demo(stack, args.workbook)
+        elif args.command == "dbt":
+            return run_dbt(stack, [arg for arg in args.dbt_args if arg != "--"] or ["--help"])
+        elif args.command == "report":
+            return report_command.run(stack, args)
+        elif args.command == "trigger":
+            return trigger(stack, args.key)
+        elif args.command == "reset":
+            reset(stack)
+        elif args.command == "clean":
+            stack.down()
+            if not stack.postgres.root.is_relative_to(stack.home):
+                stack.postgres.remove()
+                print(f"Removed the PostgreSQL cluster in {stack.postgres.root}.")
     except PostgresNotAvailable as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 3

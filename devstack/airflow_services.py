@@ -19,6 +19,7 @@ from devstack import REPO_ROOT
 from devstack.processes import read_pid, spawn, stop_group
 from devstack.stale_runs import OrphanedRun, fail_orphaned_runs
 from devstack.state import StackState, free_port, port_open
+from include.retail.dbt_project import cosmos_docs_setting
 
 ADMIN_USER = "admin"
 # The Airflow services `make up` runs, each in a process group of its own: `airflow <name>`, and the two task
@@ -83,6 +84,8 @@ class AirflowServices:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "passwords.json"),
             "AIRFLOW__COSMOS__ENABLE_TELEMETRY": "False",
             "AIRFLOW__COSMOS__CACHE_DIR": str(self.stack_home / "cosmos-cache"),
+            # Cosmos's plugin serves the dbt docs `dbt_project parse` builds (Browse > dbt docs in the UI).
+            "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS": cosmos_docs_setting(),
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "False",
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }

@@ -2,12 +2,16 @@
 
 The cluster lives in a directory the project owns. PostgreSQL refuses to run as root, so when we are
 root every server command goes through ``runuser -u postgres`` and the directory is handed to that user.
+A checkout that user cannot enter (root's home, a ``mktemp -d``) keeps the cluster in that user's home
+instead (``cluster_root``).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import time
@@ -26,6 +30,37 @@ INSTALL_HINT = (
 
 class PostgresNotAvailable(RuntimeError):
     """No PostgreSQL server binaries on this machine."""
+
+
+class ServerCommandFailed(subprocess.CalledProcessError):
+    """A server command (initdb, pg_ctl) failed: its message carries the command's own error output."""
+
+    def __str__(self) -> str:
+        output = " ".join((self.stderr or self.stdout or "").split())
+        program = self.cmd[self.cmd.index("--") + 1] if self.cmd[0] == "runuser" else self.cmd[0]
+        return f"`{Path(program).name}` failed: {output[-1500:]}"
+
+
+def cluster_root(home: Path) -> Path:
+    """Where the stack under ``home`` keeps its cluster: ``home/postgres``, unless we are root and the server
+    user cannot enter ``home`` (a checkout in /root or a private temporary folder): then a folder of that user's
+    own home, named after ``home``, so that the same checkout finds the same cluster every time."""
+    inside = home / "postgres"
+    if os.geteuid() != 0 or (inside / "data" / "PG_VERSION").exists() or _server_user_can_enter(home):
+        return inside
+    try:
+        server_home = Path(pwd.getpwnam(SERVER_USER).pw_dir)
+    except KeyError:
+        return inside  # no server user at all: initdb's own error will say so
+    digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:12]
+    return server_home / "retail-devstack" / digest
+
+
+def _server_user_can_enter(folder: Path) -> bool:
+    """Whether the server user may reach ``folder`` (every parent searchable); as root, through runuser."""
+    folder.mkdir(parents=True, exist_ok=True)
+    probe = ["runuser", "-u", SERVER_USER, "--", "test", "-x", str(folder.resolve())]
+    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 
 def find_bindir() -> Path:
@@ -67,13 +102,25 @@ class PostgresCluster:
     def _as_server_user(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
         if os.geteuid() == 0:
             argv = ["runuser", "-u", SERVER_USER, "--", *argv]
-        return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
+        result = subprocess.run(argv, check=False, capture_output=True, text=True, **kwargs)
+        if result.returncode:
+            raise ServerCommandFailed(result.returncode, argv, result.stdout, result.stderr)
+        return result
 
     def _prepare_root(self) -> None:
+        if os.geteuid() == 0 and not self.root.parent.exists():
+            # The server user's own folder (cluster_root): it must be able to enter it.
+            self.root.parent.mkdir(parents=True)
+            shutil.chown(self.root.parent, SERVER_USER, SERVER_USER)
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, SERVER_USER, SERVER_USER)
             self.root.chmod(0o700)
+
+    def remove(self) -> None:
+        """Stop the cluster and delete its folder (``make clean``)."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
     def initialised(self) -> bool:
         return (self.data_dir / "PG_VERSION").exists()

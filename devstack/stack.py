@@ -16,7 +16,7 @@ from devstack import REPO_ROOT
 from devstack.airflow_services import AirflowServices
 from devstack.aws import BUCKET
 from devstack.moto_server import MotoServer
-from devstack.postgres import SUPERUSER, PostgresCluster
+from devstack.postgres import SUPERUSER, PostgresCluster, cluster_root
 from devstack.state import StackState
 from devstack.warehouse import OWNER_ROLE, Warehouse
 from include.retail import config
@@ -43,7 +43,9 @@ class Stack:
         if api_port is not None and api_port != self.state.api_port:
             self.state.api_port = api_port
             self.state.save(self.home)
-        self.postgres = PostgresCluster(self.home / "postgres", self.state.postgres_port, self.state.superuser_password)
+        self.postgres = PostgresCluster(
+            cluster_root(self.home), self.state.postgres_port, self.state.superuser_password
+        )
         self.warehouse = Warehouse(self.postgres, self.state)
         self.moto = MotoServer(self.home, self.state)
         self.airflow = AirflowServices(self.home, self.state, self.environment)

@@ -171,7 +171,9 @@ def build_bundle(
         dbt_project,
         bundled_dbt_project,
     )
-    _copy_files([manifest], dbt_project, bundled_dbt_project)
+    # The manifest, and the dbt docs site built beside it (Cosmos's docs plugin serves it on MWAA too).
+    docs = [manifest.parent / name for name in ("index.html", "catalog.json") if (manifest.parent / name).is_file()]
+    _copy_files([manifest, *docs], dbt_project, bundled_dbt_project)
     # Glob syntax, Airflow 3's default: a leading "/" anchors the pattern to this folder.
     (dags / ".airflowignore").write_text("# Code, SQL and dbt project the DAGs import: no DAG in there.\n/include/\n")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +20,8 @@ from include.retail.ledger import Status
 
 if TYPE_CHECKING:
     import psycopg
+
+    from include.retail.gold_report import ReportLink
 
 
 def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict] = ()) -> tuple[str, str]:
@@ -147,9 +149,16 @@ def nothing_to_announce(counts: dict[str, int]) -> str | None:
 
 
 def transform_summary(
-    revenue: Revenue, counts: dict[str, int], dbt_run: DbtRun, *, run_id: str, seconds: float
+    revenue: Revenue,
+    counts: dict[str, int],
+    dbt_run: DbtRun,
+    *,
+    run_id: str,
+    seconds: float,
+    report: ReportLink | None = None,
 ) -> tuple[str, str]:
-    """Subject and body of the message announcing a successful transform; its tests are those dbt ran."""
+    """Subject and body of the message announcing a successful transform; its tests are those dbt ran, and
+    ``report`` the gold report published for it (include/retail/gold_report.py)."""
     tests = dbt_run.data_tests()
     passed, ran = tests.get("pass", 0), sum(tests.values())
     subject = (
@@ -171,4 +180,13 @@ def transform_summary(
         "Rows per layer:",
         *(f"  {table:45} {rows:>10,}" for table, rows in counts.items()),
     ]
+    if report is not None:
+        expires = datetime.fromisoformat(report.expires_at)
+        lines += [
+            "",
+            f"Gold report: {report.uri} (latest: {report.latest_uri}). To open it in a browser:",
+            f"  {report.url}",
+            f"  (a presigned link, valid until {expires:%Y-%m-%d %H:%M} UTC at the latest: a link signed with an IAM "
+            "role's temporary credentials stops working when they expire, within hours.)",
+        ]
     return subject_line(subject), "\n".join(lines) + "\n"

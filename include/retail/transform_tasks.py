@@ -1,8 +1,9 @@
 """The transform DAG's tasks: the dbt project as a Cosmos task group, and the announcement of what it built.
 
 The Cosmos configuration speaks Cosmos's own terms: its producer is found by ``PRODUCER_WATCHER_TASK_ID``
-and given its arguments through ``ExecutionConfig.setup_operator_args``. The announce task's heavy imports
-(psycopg, the Postgres provider) stay inside its body, so that parsing the DAG stays cheap.
+and given its arguments through ``ExecutionConfig.setup_operator_args``. After the build, the gold report is
+published, then announced with the summary. The tasks' heavy imports (psycopg, the providers, plotly) stay
+inside their bodies, so that parsing the DAG stays cheap.
 """
 
 from __future__ import annotations
@@ -99,17 +100,61 @@ def follow_the_build(group):
     return producer
 
 
+def _dbt_statuses(ti, producer_task_id: str) -> dict[str, str]:
+    """The producer's ``dbt build`` results, node by node (keep_run_results), or a failure saying where to look."""
+    statuses = ti.xcom_pull(task_ids=producer_task_id, key=RUN_RESULTS_XCOM_KEY)
+    if not statuses:
+        raise RuntimeError(
+            f"{producer_task_id} left no dbt run results (XCom {RUN_RESULTS_XCOM_KEY}): "
+            "the summary cannot say which tests dbt ran; see that task's log"
+        )
+    return statuses
+
+
 @task
-def announce_transform(producer_task_id: str, run_id: str | None = None, dag_run=None, ti=None) -> dict:
-    """Publish what the transform built and the tests its dbt build ran (it runs only when every model and
-    test succeeded); skipped, saying why, when there is nothing to announce."""
+def publish_gold_report(producer_task_id: str, ti=None) -> dict:
+    """Render the gold report (include/retail/gold_report.py) and write it to ``s3://<bucket>/reports/``, dated
+    and as ``latest.html``; return its bucket and dated key, for the summary. Skipped, as the summary is, when
+    gold is empty."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from airflow.providers.postgres.hooks.postgres import PostgresHook
+    from airflow.sdk import Variable
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from include.retail import gold_report
+    from include.retail.reports import DbtProject, DbtRun, layer_counts, nothing_to_announce
+
+    dbt_run = DbtRun(_dbt_statuses(ti, producer_task_id))
+    conn = PostgresHook(postgres_conn_id=config.WAREHOUSE_TRANSFORM_CONN_ID).get_conn()
+    conn.autocommit = True
+    with conn:
+        counts = layer_counts(conn, DbtProject.from_manifest(DBT_MANIFEST))
+        if reason := nothing_to_announce(counts):
+            raise AirflowSkipException(reason)
+        report = gold_report.read_gold(conn, counts, dbt_run)
+    page = gold_report.render_html(report)
+    bucket = Variable.get(config.BUCKET_VARIABLE)
+    key = gold_report.publish(S3Hook(aws_conn_id=config.AWS_CONN_ID).get_conn(), bucket, page, report.generated_at)
+    log.info("gold report (%s bytes): s3://%s/%s, also %s", f"{len(page):,}", bucket, key, gold_report.LATEST_KEY)
+    return {"bucket": bucket, "key": key}
+
+
+@task
+def announce_transform(
+    producer_task_id: str, report: dict | None = None, run_id: str | None = None, dag_run=None, ti=None
+) -> dict:
+    """Publish what the transform built, the tests its dbt build ran and where its gold report is, with a
+    presigned link to it (it runs only when every model and test succeeded); skipped, saying why, when there is
+    nothing to announce."""
     from datetime import UTC, datetime
 
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from airflow.sdk import Variable
     from airflow.sdk.exceptions import AirflowSkipException
 
     from include.retail.alerts import publish
+    from include.retail.gold_report import share
     from include.retail.reports import (
         DbtProject,
         DbtRun,
@@ -119,12 +164,7 @@ def announce_transform(producer_task_id: str, run_id: str | None = None, dag_run
         transform_summary,
     )
 
-    statuses = ti.xcom_pull(task_ids=producer_task_id, key=RUN_RESULTS_XCOM_KEY)
-    if not statuses:
-        raise RuntimeError(
-            f"{producer_task_id} left no dbt run results (XCom {RUN_RESULTS_XCOM_KEY}): "
-            "the summary cannot say which tests dbt ran; see that task's log"
-        )
+    statuses = _dbt_statuses(ti, producer_task_id)
     project = DbtProject.from_manifest(DBT_MANIFEST)
     seconds = (datetime.now(UTC) - dag_run.start_date).total_seconds()
     conn = PostgresHook(postgres_conn_id=config.WAREHOUSE_TRANSFORM_CONN_ID).get_conn()
@@ -134,6 +174,14 @@ def announce_transform(producer_task_id: str, run_id: str | None = None, dag_run
         if reason := nothing_to_announce(counts):
             raise AirflowSkipException(reason)
         revenue = gold_revenue(conn)
-    subject, message = transform_summary(revenue, counts, DbtRun(statuses), run_id=run_id, seconds=seconds)
+    subject, message = transform_summary(
+        revenue,
+        counts,
+        DbtRun(statuses),
+        run_id=run_id,
+        seconds=seconds,
+        # Presigned here, where it is sent: the link is in the message, never in an XCom or a log.
+        report=share(S3Hook(aws_conn_id=config.AWS_CONN_ID).get_conn(), **report) if report else None,
+    )
     message_id = publish(Variable.get(config.ALERTS_TOPIC_VARIABLE), subject, message)
-    return {"subject": subject, "message_id": message_id, "rows": counts}
+    return {"subject": subject, "message_id": message_id, "rows": counts, "report": report}

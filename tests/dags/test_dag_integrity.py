@@ -153,7 +153,7 @@ def test_dag_file_imports_nothing_heavy_at_parse_time(dag_file: Path) -> None:
         "import importlib.util, json, sys\n"
         f"spec = importlib.util.spec_from_file_location('probe_dag', {str(dag_file)!r})\n"
         "spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
-        "print(json.dumps(sorted(name for name in ('polars', 'fastexcel', 'pandas', 'psycopg', 'openpyxl')"
+        "print(json.dumps(sorted(name for name in ('polars', 'fastexcel', 'pandas', 'psycopg', 'openpyxl', 'plotly')"
         " if name in sys.modules)))\n"
     )
     result = subprocess.run(

@@ -64,12 +64,14 @@ SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsM
 ACCOUNT_LEVEL_S3_ACTIONS = frozenset({"s3:getaccountpublicaccessblock"})
 
 # What the pipeline's code does in S3 (include/retail/ingest.py, ingest_tasks.py, the S3KeySensor), per prefix.
-PIPELINE_PREFIXES = ("incoming/", "processed/", "quarantine/")
+PIPELINE_PREFIXES = ("incoming/", "processed/", "quarantine/", "failed/", "reports/")
 EXPECTED_EXECUTION_ROLE_S3 = {
     "arn:aws:s3:::{DataBucket}": {"s3:ListBucket"},
     "arn:aws:s3:::{DataBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectTagging", "s3:DeleteObject"},
     "arn:aws:s3:::{DataBucket}/processed/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
     "arn:aws:s3:::{DataBucket}/quarantine/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
+    "arn:aws:s3:::{DataBucket}/failed/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
+    "arn:aws:s3:::{DataBucket}/reports/*": {"s3:PutObject", "s3:GetObject"},
     # MWAA itself reads its bundle (the action set of the MWAA execution role documentation).
     "arn:aws:s3:::{MwaaBucket}": {"s3:GetObject*", "s3:GetBucket*", "s3:List*"},
     "arn:aws:s3:::{MwaaBucket}/*": {"s3:GetObject*", "s3:GetBucket*", "s3:List*"},

@@ -94,8 +94,12 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path) -> None:
     assert expected_sql <= shipped
     assert {"include/dbt/dbt_project.yml", "include/dbt/target/manifest.json"} <= shipped
     assert any(name.startswith("include/dbt/models/silver/") for name in shipped)
-    # Of dbt's generated folders only the manifest ships; no bytecode, no logs.
-    assert [name for name in shipped if name.startswith("include/dbt/target/")] == ["include/dbt/target/manifest.json"]
+    # Of dbt's generated folders only the manifest and the docs site built beside it ship; no bytecode, no logs.
+    assert sorted(name for name in shipped if name.startswith("include/dbt/target/")) == [
+        "include/dbt/target/catalog.json",
+        "include/dbt/target/index.html",
+        "include/dbt/target/manifest.json",
+    ]
     assert not [name for name in shipped if "__pycache__" in name or name.endswith(".pyc") or "/logs/" in name]
     # Nothing but DAG files at the top of the DAG folder.
     assert {name for name in shipped if "/" not in name} == {path.name for path in (REPO / "dags").glob("*.py")} | {

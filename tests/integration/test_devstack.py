@@ -166,3 +166,62 @@ def test_a_demo_whose_postgresql_cannot_start_ends_with_one_line_not_a_traceback
     assert line.startswith(
         f"demo: the pipeline did not complete: PostgreSQL did not start on 127.0.0.1:{own_stack.state.postgres_port}"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the cluster to the postgres server user")
+def test_a_checkout_the_server_user_cannot_enter_keeps_its_cluster_where_it_can(tmp_path: Path) -> None:
+    """Root's checkout in a private folder (/root/..., any mktemp -d): initdb used to die with a traceback."""
+    private = Path(tempfile.mkdtemp(prefix="retail-private-"))  # mode 0700, owned by root
+    stack = Stack(private / ".devstack")
+    try:
+        assert not stack.postgres.root.is_relative_to(private)
+        assert stack.postgres.root.parent.name == "retail-devstack"
+        stack.postgres.start()
+        with psycopg.connect(stack.postgres.url()) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        # The same checkout finds the same cluster again.
+        assert Stack(private / ".devstack").postgres.root == stack.postgres.root
+        clean = subprocess.run(
+            [sys.executable, "-m", "devstack", "--home", str(stack.home), "clean"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert clean.returncode == 0, clean.stderr
+        assert not stack.postgres.root.exists()
+    finally:
+        stack.postgres.remove()
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def test_a_failed_initdb_says_what_initdb_said(own_stack: Stack) -> None:
+    (own_stack.postgres.data_dir / "something").mkdir(parents=True)  # not empty, not a cluster
+    if os.geteuid() == 0:
+        shutil.chown(own_stack.postgres.root, "postgres", "postgres")
+
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        own_stack.postgres.start()
+
+    assert str(failed.value).startswith("`initdb` failed: ")
+    assert "exists but is not empty" in str(failed.value)
+
+
+def test_make_dbt_runs_dbt_against_the_warehouse_and_reset_empties_it(own_stack: Stack) -> None:
+    def devstack(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "devstack", "--home", str(own_stack.home), *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+
+    listed = devstack("dbt", "--", "ls", "--resource-type", "model", "--output", "name")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert {"transactions", "monthly_sales_summary"} <= set(listed.stdout.split())
+    debug = devstack("dbt", "--", "debug")
+    assert debug.returncode == 0, debug.stdout  # the profile reaches the warehouse as the transform role
+    assert (own_stack.home / "dbt-target").is_dir()
+
+    own_stack.up()
+    own_stack.boto3_client("s3").put_object(Bucket="retail-landing", Key="incoming/leftover.csv", Body=b"x")
+    reset = devstack("reset")
+    assert reset.returncode == 0, reset.stderr
+    assert own_stack.boto3_client("s3").list_objects_v2(Bucket="retail-landing").get("KeyCount") == 0
+    with psycopg.connect(own_stack.warehouse_url()) as conn:
+        assert conn.execute("select count(*) from bronze.load_ledger").fetchone() == (0,)

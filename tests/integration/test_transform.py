@@ -145,6 +145,67 @@ def test_revenue_reconciles_to_the_cent(real_transform, expected, warehouse) -> 
     assert units == expected["units"]
 
 
+def test_the_gold_report_shows_golds_numbers_and_the_summary_links_it(real_transform, expected, warehouse, s3) -> None:
+    """The report the run published (found through the link in its SNS summary) holds gold's figures, which
+    equal the independent computation from the CSV; the link opens it; latest.html is the same page."""
+    import re
+    import urllib.request
+
+    from devstack.aws import BUCKET
+    from include.retail.gold_report import LATEST_KEY, REPORT_KEY_METADATA, TOP, embedded_data
+
+    (alert,) = real_transform.alerts
+    key = re.search(rf"Gold report: s3://{BUCKET}/(reports/gold-[0-9T-]+Z\.html) ", alert["message"]).group(1)
+    url = re.search(r"^  (http\S+)$", alert["message"], re.MULTILINE).group(1)
+    stored = s3.get_object(Bucket=BUCKET, Key=key)
+    page = stored["Body"].read().decode()
+    assert stored["ContentType"].startswith("text/html")
+    with urllib.request.urlopen(url, timeout=30) as response:  # the presigned link, as a mail reader would open it
+        assert response.read().decode() == page
+    latest = s3.get_object(Bucket=BUCKET, Key=LATEST_KEY)
+    assert latest["Metadata"][REPORT_KEY_METADATA] == key
+    assert latest["Body"].read().decode() == page
+    data = embedded_data(page)
+
+    monthly = warehouse.execute(
+        "select to_char(month_start, 'YYYY-MM-DD'), revenue, orders, cancelled_orders, cancellation_rate "
+        "from gold.monthly_sales_summary order by month_start"
+    ).fetchall()
+    shown = [
+        (row["month_start"], Decimal(row["revenue"]), row["orders"], row["cancelled_orders"],
+         Decimal(row["cancellation_rate"]))
+        for row in data["monthly"]
+    ]  # fmt: skip
+    assert shown == monthly
+    assert [(month[:7], revenue, orders) for month, revenue, orders, *_ in shown] == [
+        (month, revenue, orders) for month, revenue, orders, *_ in expected["monthly"]
+    ]
+    assert Decimal(data["totals"]["revenue"]) == expected["revenue"]
+    assert data["totals"]["customers"] == expected["customer_rfm_rows"]
+    assert f"{expected['revenue']:,.2f}" in page  # the headline figure as the reader sees it
+
+    countries = warehouse.execute(
+        "select country, revenue from gold.country_sales order by revenue desc limit %s", (TOP,)
+    ).fetchall()
+    assert [(row["country"], Decimal(row["revenue"])) for row in data["countries"]] == countries
+    products = warehouse.execute(
+        "select stock_code, revenue from gold.product_performance order by revenue desc limit %s", (TOP,)
+    ).fetchall()
+    assert [(row["stock_code"], Decimal(row["revenue"])) for row in data["products"]] == products
+    segments = dict(warehouse.execute("select rfm_segment, count(*) from gold.customer_rfm group by 1").fetchall())
+    assert {row["rfm_segment"]: row["customers"] for row in data["segments"]} == segments
+
+    quality = data["quality"]
+    assert quality["layer_rows"]["bronze.retail_transactions_current"] == expected["bronze_rows"]
+    assert quality["layer_rows"]["silver.transactions"] == expected["silver_rows"]
+    assert quality["layer_rows"]["gold.customer_rfm"] == expected["customer_rfm_rows"]
+    assert quality["files"] == {"loaded": 1}
+    assert quality["rows_rejected"] == 0
+    data_tests = sum(node["resource_type"] == "test" for node in json.loads(DBT_MANIFEST.read_text())["nodes"].values())
+    assert quality["tests"] == {"pass": data_tests}
+    assert quality["data_through"] == "2011-12-09"
+
+
 SNAPSHOT_TABLES = [
     "silver.dim_date",
     "silver.dim_product",

@@ -112,7 +112,11 @@ def test_airflow_options_become_mwaas_variables(deployment: Deployment) -> None:
         "AIRFLOW__CORE__LOAD_EXAMPLES",
         "AIRFLOW__SECRETS__BACKEND",
         "AIRFLOW__SECRETS__BACKEND_KWARGS",
+        "AIRFLOW__COSMOS__DBT_DOCS_PROJECTS",
     }
+    assert json.loads(options["AIRFLOW__COSMOS__DBT_DOCS_PROJECTS"])["retail"]["dir"] == (
+        "/usr/local/airflow/dags/include/dbt/target"
+    )
     assert options["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
     assert options["AIRFLOW__SECRETS__BACKEND"] == BACKEND
     assert json.loads(options["AIRFLOW__SECRETS__BACKEND_KWARGS"]) == {
