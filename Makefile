@@ -29,22 +29,27 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(UV):
+	@echo "First-time setup: installing uv $(UV_VERSION) into .tools/ (a few seconds) ..." >&2
 	@python3 -m venv .tools >&2
 	@.tools/bin/pip install --quiet uv==$(UV_VERSION) >&2
 
 $(VENV)/.synced: $(LOCK) | $(UV)
+	@echo "Installing Airflow 3.3.1, its providers and the pipeline's libraries into $(VENV) from $(LOCK)" \
+		"(about 1-3 minutes the first time, seconds after) ..." >&2
 	@test -x $(PY) || $(UV) venv --quiet --python "$$(scripts/find-python312)" $(VENV) >&2
 	@$(UV) pip sync --quiet --compile-bytecode --python $(PY) $(LOCK) >&2
 	@touch $@
 
 # dbt lives in a virtualenv of its own: dbt-core's pins conflict with Airflow's (MWAA's).
 $(DBT_VENV)/.synced: $(DBT_LOCK) | $(UV)
+	@echo "Installing dbt into its own virtualenv $(DBT_VENV) from $(DBT_LOCK) (about a minute the first time) ..." >&2
 	@test -x $(DBT_VENV)/bin/python || $(UV) venv --quiet --python "$$(scripts/find-python312)" $(DBT_VENV) >&2
 	@$(UV) pip sync --quiet --compile-bytecode --python $(DBT_VENV)/bin/python $(DBT_LOCK) >&2
 	@touch $@
 
 # Cosmos renders the transform DAG from this manifest, so parsing the DAG never runs dbt.
 $(MANIFEST): $(DBT_VENV)/.synced $(DBT_SOURCES)
+	@echo "Parsing the dbt project into its manifest and docs site (about 15 s) ..." >&2
 	@python3 -m include.retail.dbt_project parse >&2
 
 .PHONY: venv

@@ -25,6 +25,7 @@ from devstack import sample
 from devstack.airflow_services import ADMIN_USER
 from devstack.aws import BUCKET
 from devstack.postgres import PostgresNotAvailable
+from devstack.progress import Clock, LogFollower
 from devstack.stack import Stack
 from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
 from devstack.warehouse import OWNER_ROLE
@@ -146,6 +147,7 @@ class DemoSummary:
         self.transform_seconds = 0.0
         self.layers: dict[str, int] = {}
         self.alerts: list[dict] | None = None
+        self.holds: list[tuple[str, int]] | None = None  # (key, rows) of every file bronze serves now
         self.printed = False
 
     def print(self) -> None:
@@ -180,13 +182,19 @@ class DemoSummary:
         if self.alerts is not None:
             alerts = "".join(f"\n                 - {alert['subject']}" for alert in self.alerts)
             print(f"  alerts sent    {len(self.alerts)}{alerts}")
+        if self.holds is not None:
+            files = "".join(f"\n                 - {key}: {rows:,} rows" for key, rows in self.holds)
+            print(f"  bronze holds   {len(self.holds)} file(s) (make reset empties the warehouse){files}")
         print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
         print()
 
 
 def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
+    progress = Clock()
+    progress.stage("starting PostgreSQL, moto (S3, SNS) and Airflow's metadata DB ...")
     stack.up()
     stack.read_alerts()  # count only this run's alerts
+    progress.stage(f"stack up; uploading {path.name} ({path.stat().st_size / 1e6:.1f} MB) ...")
     summary.key = upload(stack, path)
     logs = stack.home / "logs"
     logs.mkdir(exist_ok=True)
@@ -194,20 +202,24 @@ def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     # The waiting DAG, as the running services would run it: its sensor finds the upload at the first look.
-    print(f"Uploaded {path} to s3://{BUCKET}/{summary.key}; running retail_ingest (log: {log}) ...", flush=True)
-    summary.exit_code = stack.run_airflow(["dags", "test", "retail_ingest"], log=log)
+    progress.stage(f"uploaded to s3://{BUCKET}/{summary.key}; running retail_ingest (full log: {log})")
+    with LogFollower(log, progress):
+        summary.exit_code = stack.run_airflow(["dags", "test", "retail_ingest"], log=log)
     summary.ingest_seconds = time.perf_counter() - clock
     with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
         summary.ledger = ledger.latest_row_of(conn, summary.key, since=started_at)
     loaded = summary.ledger is not None and summary.ledger["status"] == Status.LOADED and not summary.exit_code
     if loaded:
-        print("Loaded; running retail_transform (dbt through Cosmos) ...", flush=True)
+        progress.stage("loaded; running retail_transform (dbt through Cosmos: each model and test below) ...")
         clock = time.perf_counter()
-        summary.transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
+        with LogFollower(log, progress):
+            summary.transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
         summary.transform_seconds = time.perf_counter() - clock
         _forget_queued_transform(stack)
         summary.layers = _layer_rows(stack)
     summary.alerts = stack.read_alerts()
+    with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
+        summary.holds = ledger.current_files(conn)
     summary.print()
     rejected = summary.ledger is not None and summary.ledger["status"] == Status.REJECTED
     if summary.ledger is None or rejected or summary.exit_code or summary.transform_code:

@@ -201,6 +201,20 @@ def last_loaded_at(conn: psycopg.Connection) -> datetime | None:
         return cur.fetchone()[0]
 
 
+def current_files(conn: psycopg.Connection) -> list[tuple[str, int]]:
+    """``(key, rows_loaded)`` of every file whose rows bronze serves now (each key's latest load, the rows
+    silver reads), in key order: what the warehouse holds."""
+    with _cursor(conn) as cur:
+        cur.execute(
+            f"""
+            select source_key, rows_loaded from bronze.load_ledger
+            where status = '{Status.LOADED}' and superseded_by is null
+            order by source_key
+            """
+        )
+        return [(key, rows) for key, rows in cur.fetchall()]
+
+
 def latest_row_of(conn: psycopg.Connection, key: str, since: datetime) -> dict | None:
     """The latest ledger row of ``key`` written since ``since`` (status, rows_loaded, rows_rejected, error,
     duplicate_of), or None: what became of one upload."""

@@ -183,6 +183,7 @@ def test_a_user_logs_in_and_triggers_ingest_for_one_key_from_the_params_form(
             for dag_id in (*INGEST_DAGS, "retail_transform"):
                 expect(page.get_by_role("link", name=dag_id, exact=True).first).to_be_visible()
             page.screenshot(path=shots / "02-dag-list.png")
+            page.screenshot(path=REPO_ROOT / "docs" / "dags.png")  # README's picture of the DAGs
 
             page.get_by_role("link", name="retail_ingest_file", exact=True).first.click()
             expect(page.get_by_text("data-engineering").first).to_be_visible()
