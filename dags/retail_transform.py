@@ -3,6 +3,8 @@
 
 Scheduled on the `retail_bronze_transactions` Asset that `retail_ingest` updates when it loads files:
 several files loaded in one window give one transform run, and either DAG can be re-run alone.
+Trigger it by hand with **Full refresh** ticked to rebuild the incremental models from all of bronze
+(`dbt build --full-refresh`).
 
 The dbt project in `include/dbt/` is rendered from its manifest (built ahead of time by `dbt parse`)
 into the `dbt` task group: one task per model, its tests right after it. In Cosmos's WATCHER mode a
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import dag
+from airflow.sdk import Param, dag
 from cosmos import DbtTaskGroup
 
 from include.retail.alerts import alert_on_failure
@@ -42,6 +44,14 @@ from include.retail.transform_tasks import announce_transform, cosmos_configs, f
     catchup=False,
     doc_md=__doc__,
     tags=["retail", "transform", "dbt", "silver", "gold"],
+    params={
+        "full_refresh": Param(
+            False,
+            type="boolean",
+            title="Full refresh",
+            description="Rebuild the incremental models (silver.transactions, fact_sales_daily) from all of bronze.",
+        ),
+    },
     default_args={
         "owner": "data-engineering",
         "retries": 1,

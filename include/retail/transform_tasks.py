@@ -74,7 +74,12 @@ def cosmos_configs() -> dict:
             # The producer only. Not retried: Cosmos's producer skips any try after the first (a second
             # `dbt build` would race the sensors), and a failed build is re-run per model by the sensors'
             # own retries, as Cosmos intends. Its callback keeps dbt's run results for the summary.
-            setup_operator_args={"retries": 0, "callback": keep_run_results},
+            # full_refresh: the run's param (retail_transform's trigger form), rendered when the producer runs.
+            setup_operator_args={
+                "retries": 0,
+                "callback": keep_run_results,
+                "full_refresh": "{{ params.full_refresh }}",
+            },
         ),
     }
 

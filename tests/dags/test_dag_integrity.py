@@ -160,3 +160,18 @@ def test_dag_file_imports_nothing_heavy_at_parse_time(dag_file: Path) -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, env=os.environ.copy(), check=True
     )
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+@pytest.mark.parametrize(("chosen", "flag"), [(False, False), (True, True)])
+def test_the_transforms_full_refresh_param_reaches_the_dbt_build(dagbag: DagBag, chosen: bool, flag: bool) -> None:
+    """Ticked in the trigger form, the one `dbt build` runs with --full-refresh; asset-triggered runs never do."""
+    import copy
+
+    from cosmos.constants import PRODUCER_WATCHER_TASK_ID
+
+    dag = dagbag.dags["retail_transform"]
+    assert dag.params["full_refresh"] is False
+    producer = copy.deepcopy(dag.get_task(f"dbt.{PRODUCER_WATCHER_TASK_ID}"))  # rendering changes the task
+    assert producer.full_refresh == "{{ params.full_refresh }}"
+    producer.render_template_fields({"params": {"full_refresh": chosen}})
+    assert ("--full-refresh" in producer.add_cmd_flags()) is flag
