@@ -12,9 +12,10 @@ single producer task runs one `dbt build` (dbt in its own virtualenv, called by 
 task then reports what dbt did with that model, so the run costs about one `dbt build` while a failing
 test still fails the tasks that depend on it and names itself in the failure alert.
 
-- **silver**: `transactions` (cleaned, deduplicated, flagged; incremental by file), `dim_date`,
-  `dim_product`, `dim_customer`, `fact_sales_daily` (date × product × country; incremental by day),
-  `fact_returns_daily`, and the rows set aside;
+- **silver**: `transactions` (cleaned, deduplicated, flagged; incremental by file), `invoice_totals` (its
+  lines summed per invoice; incremental by file), `dim_date`, `dim_product`, `dim_customer`,
+  `fact_sales_daily` (date × product × country; incremental by day), `fact_returns_daily`, and the rows
+  set aside;
 - **gold**: `monthly_sales_summary`, `country_sales`, `product_performance`, `customer_rfm`.
 
 On success `publish_gold_report` renders the gold report (one self-contained HTML page: monthly revenue

@@ -3,12 +3,23 @@
     required value that is missing, or null when the row is complete. The one definition of the rule:
     silver.transactions keeps the rows where it is null, silver.transactions_set_aside the others.
 -#}
+{% macro required_columns() -%}
+    {{- return(['invoice_no', 'stock_code', 'quantity', 'unit_price', 'invoice_date']) -}}
+{%- endmacro %}
+
 {% macro set_aside_reason() -%}
     case
-        when invoice_no is null then 'missing_invoice_no'
-        when stock_code is null then 'missing_stock_code'
-        when quantity is null then 'missing_quantity'
-        when unit_price is null then 'missing_unit_price'
-        when invoice_date is null then 'missing_invoice_date'
+        {%- for column in required_columns() %}
+        when {{ column }} is null then 'missing_{{ column }}'
+        {%- endfor %}
     end
+{%- endmacro %}
+
+{#-
+    The same rule as a plain condition, true exactly when set_aside_reason() is not null: the form
+    PostgreSQL matches to the partial index of bronze.retail_transactions on these rows
+    (include/sql/010_bronze.sql), so silver reads them without a scan of bronze.
+-#}
+{% macro is_set_aside() -%}
+    ({% for column in required_columns() %}{{ column }} is null{{ ' or ' if not loop.last }}{% endfor %})
 {%- endmacro %}

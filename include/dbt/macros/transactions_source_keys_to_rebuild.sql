@@ -8,8 +8,9 @@
       2. keys for which silver still holds lines of a load that a newer load of the key superseded,
          so a correction whose rows were all set aside still clears the key.
     The model then takes ALL current rows of these keys, so a corrected file replaces its key's rows.
-    Each check is an index probe per ledger row ((source_key, batch_id) on this table, BRIN on
-    bronze batch_id), so the cost follows the number of files and the new rows, not the history.
+    Each check is an index probe per ledger row ((source_key, batch_id) on this table; bronze's
+    partial index on set-aside rows or its BRIN on batch_id), so the cost follows the number of files
+    and the new rows, not the history.
 
     Computed with run_query when the model is rendered, so the model and its pre-hook work on the
     same keys and the compiled SQL (target/compiled, target/run) shows which keys a run rebuilt. A
@@ -19,7 +20,7 @@
     with
 
     current_loads as (
-        select ledger.batch_id, ledger.source_key
+        select ledger.batch_id, ledger.source_key, ledger.rows_loaded
         from {{ source('bronze', 'load_ledger') }} as ledger
         where
             ledger.status = 'loaded'
@@ -37,11 +38,15 @@
                     held.source_key = current_loads.source_key
                     and held.batch_id = current_loads.batch_id
             )
-            and exists (
-                select 1 from {{ source('bronze', 'retail_transactions') }} as new_rows
+            -- the load has a complete row: it wrote more rows than it has set aside. Counting its
+            -- set-aside rows reads bronze's partial index on them (include/sql/010_bronze.sql), or its
+            -- BRIN index on batch_id, never all of bronze (an `exists` on a complete row was planned as
+            -- a pass over every row of every file)
+            and current_loads.rows_loaded > (
+                select count(*) from {{ source('bronze', 'retail_transactions') }} as set_aside
                 where
-                    new_rows.batch_id = current_loads.batch_id
-                    and {{ set_aside_reason() }} is null
+                    set_aside.batch_id = current_loads.batch_id
+                    and {{ is_set_aside() }}
             )
     ),
 

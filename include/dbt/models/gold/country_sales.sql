@@ -1,8 +1,9 @@
 with
 
-sale_lines as (
+sale_invoices as (
 
-    select * from {{ ref('transactions') }}
+    -- the sale lines summed per invoice (silver.invoice_totals): the same sums and distinct counts
+    select * from {{ ref('invoice_totals') }}
     where line_type = 'sale'
 
 ),
@@ -11,14 +12,14 @@ countries as (
 
     select
         country,
-        sum(line_amount) as revenue,
+        sum(amount) as revenue,
         count(distinct invoice_no) as orders,
         count(distinct customer_id) as customers,
-        sum(quantity)::bigint as units,
+        sum(units)::bigint as units,
         min(invoice_date) as first_sale_on,
         max(invoice_date) as last_sale_on
 
-    from sale_lines
+    from sale_invoices
     group by country
 
 ),

@@ -1,8 +1,9 @@
 with
 
-transactions as (
+invoices as (
 
-    select * from {{ ref('transactions') }}
+    -- the lines summed per invoice (silver.invoice_totals): the same sums, maximums and distinct counts
+    select * from {{ ref('invoice_totals') }}
 
 ),
 
@@ -11,7 +12,7 @@ reference_day as (
     -- the day after the last invoice day in the data: "today" for recency
     select max(invoice_date) + 1 as reference_date
 
-    from transactions
+    from invoices
 
 ),
 
@@ -21,9 +22,9 @@ customer_sales as (
         customer_id,
         max(invoice_date) as last_purchase_on,
         count(distinct invoice_no) as frequency,
-        sum(line_amount) as monetary
+        sum(amount) as monetary
 
-    from transactions
+    from invoices
     where
         line_type = 'sale'
         and customer_id is not null

@@ -6,13 +6,14 @@ months as (
 
 ),
 
-transactions as (
+invoices as (
 
+    -- the lines summed per invoice (silver.invoice_totals): the same sums and distinct counts
     select
         *,
         date_trunc('month', invoice_date)::date as month_start
 
-    from {{ ref('transactions') }}
+    from {{ ref('invoice_totals') }}
     where line_type in ('sale', 'cancellation')
 
 ),
@@ -21,13 +22,13 @@ monthly as (
 
     select
         month_start,
-        sum(line_amount) filter (where line_type = 'sale') as revenue,
+        sum(amount) filter (where line_type = 'sale') as revenue,
         count(distinct invoice_no) filter (where line_type = 'sale') as orders,
         count(distinct invoice_no) filter (where line_type = 'cancellation') as cancelled_orders,
         count(distinct customer_id) filter (where line_type = 'sale') as customers,
-        sum(quantity) filter (where line_type = 'sale') as units
+        sum(units) filter (where line_type = 'sale') as units
 
-    from transactions
+    from invoices
     group by month_start
 
 ),

@@ -1,8 +1,9 @@
 with
 
-transactions as (
+invoices as (
 
-    select * from {{ ref('transactions') }}
+    -- the lines summed per invoice (silver.invoice_totals): the same sums, extremes and distinct counts
+    select * from {{ ref('invoice_totals') }}
     where customer_id is not null
 
 ),
@@ -13,9 +14,9 @@ country_counts as (
         customer_id,
         country,
         sum(source_rows) as source_rows,
-        max(invoiced_at) as last_invoiced_at
+        max(last_invoiced_at) as last_invoiced_at
 
-    from transactions
+    from invoices
     group by customer_id, country
 
 ),
@@ -41,11 +42,11 @@ customers as (
 
     select
         customer_id,
-        min(invoiced_at) filter (where line_type = 'sale') as first_purchase_at,
-        max(invoiced_at) filter (where line_type = 'sale') as last_purchase_at,
+        min(first_invoiced_at) filter (where line_type = 'sale') as first_purchase_at,
+        max(last_invoiced_at) filter (where line_type = 'sale') as last_purchase_at,
         count(distinct invoice_no) filter (where line_type = 'sale') as invoices
 
-    from transactions
+    from invoices
     group by customer_id
 
 ),

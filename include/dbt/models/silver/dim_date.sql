@@ -1,8 +1,9 @@
 with
 
-transactions as (
+invoices as (
 
-    select * from {{ ref('transactions') }}
+    -- the lines summed per invoice (silver.invoice_totals): the same days
+    select * from {{ ref('invoice_totals') }}
 
 ),
 
@@ -12,7 +13,7 @@ bounds as (
         min(invoice_date) as first_day,
         max(invoice_date) as last_day
 
-    from transactions
+    from invoices
 
 ),
 
@@ -33,7 +34,7 @@ sale_days as (
 
     select distinct invoice_date
 
-    from transactions
+    from invoices
     where line_type = 'sale'
 
 ),

@@ -2,7 +2,17 @@ with
 
 transactions as (
 
-    select * from {{ ref('transactions') }}
+    -- read twice below, so PostgreSQL materializes it: only the columns used, not every line whole
+    select
+        stock_code,
+        description,
+        source_rows,
+        invoiced_at,
+        invoice_date,
+        line_type,
+        is_non_product
+
+    from {{ ref('transactions') }}
 
 ),
 

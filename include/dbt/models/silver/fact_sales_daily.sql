@@ -5,7 +5,6 @@
         unique_key='invoice_date',
         on_schema_change='append_new_columns',
         indexes=[
-            {'columns': ['invoice_date']},
             {'columns': ['batch_ids'], 'type': 'gin'},
         ],
         pre_hook="
@@ -14,6 +13,7 @@
                 where invoice_date = any({{ sales_daily_days_to_rebuild() }})
             {% endif %}
         ",
+        post_hook="{{ ensure_unique_index(['invoice_date', 'stock_code', 'country']) }}",
     )
 }}
 
@@ -40,13 +40,15 @@ sale_lines as (
 
 final as (
 
+    -- grouped and counted bytewise (collate "C": the same groups and distinct counts, as equality is
+    -- bytewise in a deterministic collation, sorted faster), the columns handed back in the default one
     select
         invoice_date,
-        stock_code,
-        country,
+        (stock_code collate "C") collate "default" as stock_code,
+        (country collate "C") collate "default" as country,
         sum(quantity)::bigint as units,
         sum(line_amount) as revenue,
-        count(distinct invoice_no) as invoices,
+        count(distinct invoice_no collate "C") as invoices,
         count(distinct customer_id) as customers,
         count(*) as lines,
         sum(source_rows) as sale_lines_source_rows,
@@ -54,7 +56,7 @@ final as (
         array_agg(distinct batch_id order by batch_id) as batch_ids
 
     from sale_lines
-    group by invoice_date, stock_code, country
+    group by invoice_date, stock_code collate "C", country collate "C"
 
 )
 

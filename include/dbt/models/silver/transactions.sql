@@ -13,6 +13,10 @@
                 where source_key = any({{ transactions_source_keys_to_rebuild() }})
             {% endif %}
         ",
+        post_hook=[
+            "{{ ensure_unique_index(['transaction_id']) }}",
+            "{{ ensure_unique_index(['source_row', 'source_key', 'source_sheet']) }}",
+        ],
     )
 }}
 

@@ -41,7 +41,7 @@ final as (
         loaded_at
 
     from set_aside
-    where reason is not null
+    where {{ is_set_aside() }}
 
 )
 
