@@ -91,6 +91,10 @@ def test_parse_builds_the_manifest_where_the_dag_reads_it(tmp_path: Path) -> Non
     built = dbt_project_cli("parse", project)
     assert built.returncode == 0, built.stdout + built.stderr
     assert f"dbt manifest: {manifest}" in built.stdout
+    # The docs site Cosmos's plugin serves is built beside it, with no database.
+    assert (manifest.parent / "index.html").is_file()
+    assert (manifest.parent / "catalog.json").is_file()
+    assert "dbt docs:" in built.stdout
     nodes = json.loads(manifest.read_text())["nodes"].values()
     assert any(node["resource_type"] == "model" for node in nodes)
 
