@@ -13,7 +13,8 @@ bronze whole or not at all.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import polars as pl
@@ -21,8 +22,10 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from include.retail.contract import COLUMNS, TypedSheet
+from include.retail.contract import COLUMNS, REPORT_SAMPLE_ROWS, TypedSheet
 from include.retail.ledger import SourceFile, Status
+
+log = logging.getLogger(__name__)
 
 # The columns of a staged row: the contract's, plus where in the file it came from.
 STAGED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
@@ -44,6 +47,9 @@ class CopiedRows:
     rows_loaded: int
     rows_rejected: int
     rows_overlapping: int  # identical to a row of another current file (a partial re-export)
+    fingerprint: str = ""  # rows_fingerprint of the rows loaded
+    sheets: tuple[str | None, ...] = ()  # in the order they came
+    rejected_sample: tuple[TypedSheet, ...] = ()  # the first rejected rows of each sheet, for a report
 
 
 def _cursor(conn: psycopg.Connection) -> psycopg.Cursor:
@@ -70,21 +76,38 @@ def rows_fingerprint(sheets: Sequence[TypedSheet]) -> str:
 
     Each row's eight typed values are hashed (prices as numbers, so "2.5" and "2.50" agree) and the
     hashes are summed, which is order-independent and counts repeated rows; with the row count this
-    tells a re-export of the same rows (a workbook saved as CSV) from any other file.
+    tells a re-export of the same rows (a workbook saved as CSV) from any other file. The sum is taken
+    batch by batch (``Fingerprint``), so a file read in batches has the fingerprint it has whole.
     """
-    frames = [
-        sheet.rows.select(
+    fingerprint = Fingerprint()
+    for sheet in sheets:
+        fingerprint.add(sheet.rows)
+    return fingerprint.value
+
+
+class Fingerprint:
+    """``rows_fingerprint``, summed over batches of rows."""
+
+    def __init__(self) -> None:
+        self.rows = self.high = self.low = 0
+
+    def add(self, rows: pl.DataFrame) -> None:
+        if not rows.height:
+            return
+        typed = rows.select(
             *(pl.col(column) for column in COLUMNS if column != "unit_price"),
             pl.col("unit_price").cast(pl.Float64),
         )
-        for sheet in sheets
-    ]
-    rows = pl.concat(frames) if frames else pl.DataFrame()
-    if not rows.height:
-        return f"{_FINGERPRINT_VERSION}:0"
-    hashes = rows.hash_rows(*_ROW_HASH_SEEDS)
-    high, low = (hashes // (1 << 32)).sum(), (hashes % (1 << 32)).sum()  # 32-bit halves: no u64 sum overflows
-    return f"{_FINGERPRINT_VERSION}:{rows.height}:{(high << 32) + low:x}"
+        hashes = typed.hash_rows(*_ROW_HASH_SEEDS)
+        self.rows += typed.height
+        self.high += (hashes // (1 << 32)).sum()  # 32-bit halves: no u64 sum overflows
+        self.low += (hashes % (1 << 32)).sum()
+
+    @property
+    def value(self) -> str:
+        if not self.rows:
+            return f"{_FINGERPRINT_VERSION}:0"
+        return f"{_FINGERPRINT_VERSION}:{self.rows}:{(self.high << 32) + self.low:x}"
 
 
 def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> int:
@@ -126,20 +149,39 @@ def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> 
 
 
 def copy_into_bronze(
-    conn: psycopg.Connection, source: SourceFile, sheets: Sequence[TypedSheet], batch_id: str
+    conn: psycopg.Connection, source: SourceFile, sheets: Iterable[TypedSheet], batch_id: str
 ) -> CopiedRows:
-    """COPY every sheet's rows (with the file's lineage) and rejected rows, in the caller's transaction."""
+    """COPY every sheet's rows (with the file's lineage) and rejected rows, in the caller's transaction.
+
+    ``sheets`` may be batches as a reader yields them (several per sheet): each is COPYed as it comes, so
+    PostgreSQL parses one batch while the next is read, and only one batch is held at a time.
+    """
     staged = sql.Identifier("staged_transactions")
     rows_rejected = 0
+    fingerprint = Fingerprint()
+    names: dict[str | None, None] = {}
+    sample: dict[str | None, list[pl.DataFrame]] = {}
     with _cursor(conn) as cur:
         cur.execute(
             sql.SQL(
                 "create temporary table {} on commit drop as select {} from bronze.retail_transactions with no data"
             ).format(staged, sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS)))
         )
+        copied = rejected = 0
         for sheet in sheets:
+            names[sheet.name] = None
+            fingerprint.add(sheet.rows)
             with_sheet = pl.lit(sheet.name, dtype=pl.String).alias("source_sheet")
             _copy_frame(cur, staged, STAGED_COLUMNS, sheet.rows.with_columns(with_sheet))
+            copied, rejected = copied + sheet.rows.height, rejected + sheet.rejected.height
+            # One line per batch: a long load's task log (and make demo) shows it moving.
+            log.info(
+                "%s: COPY %s rows so far (%s rejected), sheet %s",
+                source.key,
+                f"{copied:,}",
+                f"{rejected:,}",
+                sheet.name,
+            )
             if sheet.rejected.height:
                 _copy_frame(
                     cur,
@@ -149,6 +191,9 @@ def copy_into_bronze(
                         with_sheet, pl.lit(batch_id).alias("batch_id"), pl.lit(source.key).alias("source_key")
                     ),
                 )
+                kept = sum(frame.height for frame in sample.get(sheet.name, []))
+                if kept < REPORT_SAMPLE_ROWS:
+                    sample.setdefault(sheet.name, []).append(sheet.rejected.head(REPORT_SAMPLE_ROWS - kept))
             rows_rejected += sheet.rejected.height
 
         source_columns = sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS))
@@ -162,4 +207,13 @@ def copy_into_bronze(
             (source.key, source.sha256, batch_id),
         )
         rows_loaded = cur.rowcount
-        return CopiedRows(rows_loaded, rows_rejected, _rows_overlapping(cur, staged, source.key))
+        return CopiedRows(
+            rows_loaded,
+            rows_rejected,
+            _rows_overlapping(cur, staged, source.key),
+            fingerprint=fingerprint.value,
+            sheets=tuple(names),
+            rejected_sample=tuple(
+                TypedSheet(name, rows=pl.DataFrame(), rejected=pl.concat(frames)) for name, frames in sample.items()
+            ),
+        )

@@ -247,15 +247,21 @@ def type_rows(
         return TypedSheet(sheet_name, rows=typed, rejected=_no_rejections())
     # Reasons are spelled out for the few bad rows only.
     failures = [pl.when(pl.lit(mask.filter(bad))).then(reason) for mask, reason in problems]
-    rejected = raw.filter(bad).select(
-        pl.col("source_row"),
-        pl.concat_str(failures, separator="; ", ignore_nulls=True).alias("reason"),
-        pl.struct(
-            pl.col(column).str.replace_all("\x00", _NUL_SHOWN_AS, literal=True).alias(written_as[column])
-            for column in COLUMNS
+    # One chunk per column: polars 1.43 panics ("i < self.len()") formatting a reason over columns filtered
+    # into different chunkings, as a CSV parsed by several threads gives (a file with ~1,000 bad dates).
+    rejected = (
+        raw.filter(bad)
+        .rechunk()
+        .select(
+            pl.col("source_row"),
+            pl.concat_str(failures, separator="; ", ignore_nulls=True).alias("reason"),
+            pl.struct(
+                pl.col(column).str.replace_all("\x00", _NUL_SHOWN_AS, literal=True).alias(written_as[column])
+                for column in COLUMNS
+            )
+            .struct.json_encode()
+            .alias("raw_values"),
         )
-        .struct.json_encode()
-        .alias("raw_values"),
     )
     return TypedSheet(sheet_name, rows=typed.filter(~bad), rejected=rejected)
 
@@ -267,10 +273,17 @@ def _no_rejections() -> pl.DataFrame:
 def check_rejected_share(source_name: str, sheets: list[TypedSheet], row_count: int, max_fraction: float) -> None:
     """Reject the whole file when more than ``max_fraction`` of its ``row_count`` rows cannot be typed: so many
     bad rows mean a file the contract misreads (a shifted column, a foreign export), not a few typos."""
-    rejected = sum(sheet.rejected.height for sheet in sheets)
+    check_rejected_count(source_name, sum(sheet.rejected.height for sheet in sheets), sheets, row_count, max_fraction)
+
+
+def check_rejected_count(
+    source_name: str, rejected: int, sample: list[TypedSheet], row_count: int, max_fraction: float
+) -> None:
+    """``check_rejected_share`` for a file read in batches: ``rejected`` rows in all, ``sample`` the first of
+    them by sheet (at least REPORT_SAMPLE_ROWS of each, or all)."""
     if not rejected or rejected <= max_fraction * row_count:
         return
-    first = next(sheet for sheet in sheets if sheet.rejected.height)
+    first = next(sheet for sheet in sample if sheet.rejected.height)
     example = first.rejected.row(0, named=True)
     where = f"sheet {first.name!r} " if first.name else ""
     raise FileRejected(
@@ -280,7 +293,7 @@ def check_rejected_share(source_name: str, sheets: list[TypedSheet], row_count: 
         details={
             "rejected_rows": [
                 {"sheet": sheet.name, **row}
-                for sheet in sheets
+                for sheet in sample
                 for row in sheet.rejected.head(REPORT_SAMPLE_ROWS).to_dicts()
             ][:REPORT_SAMPLE_ROWS]
         },

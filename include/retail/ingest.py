@@ -37,11 +37,11 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from include.retail import alerts, config, ledger
-from include.retail.bronze import copy_into_bronze, rows_fingerprint
-from include.retail.contract import FileRejected, TypedSheet, check_rejected_share
+from include.retail.bronze import copy_into_bronze
+from include.retail.contract import FileRejected, TypedSheet, check_rejected_count
 from include.retail.ledger import LoadResult, SourceFile, Status
 from include.retail.reports import load_summary
-from include.retail.sandboxed_read import ReadLimits, read_typed
+from include.retail.sandboxed_read import ReadLimits, TypedSource, read_typed
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +310,7 @@ def _ingest_held_object(
             key=key, sha256=_sha256(local), etag=head.get("ETag", "").strip('"') or None, size=local.stat().st_size
         )
         learnt["source"] = source
+        log.info("%s: downloaded %s MB (SHA-256 %s)", key, f"{source.size / 1e6:,.1f}", source.sha256[:12])
         reject = _rejecter(s3, bucket, conn, source, batch_id, started_at, run_id)
 
         already = ledger.loaded_batch_of(conn, source.sha256)
@@ -324,59 +325,103 @@ def _ingest_held_object(
                 duplicate_of=already,
             )
             _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
+            log.info("%s: the same content was loaded before (batch %s); filed to processed/", key, already)
             return result
 
+        log.info("%s: reading and typing it (in a child process under memory limits) ...", key)
         clock = time.perf_counter()
-        sheets: list[TypedSheet] = []
         try:
             typed = _read(local, key, read_limits, workdir)
-            sheets = typed.sheets
-            check_rejected_share(key, sheets, typed.row_count, max_rejected_fraction)
         except FileRejected as rejection:
-            reject(rejection, sheets, round(time.perf_counter() - clock, 3))
-        read_seconds = round(time.perf_counter() - clock, 3)
-
+            reject(rejection, 0, round(time.perf_counter() - clock, 3))
+        # The child goes on reading while the first batches are COPYed: a breach it finds in a later batch
+        # rolls the load's transaction back whole, and the file is rejected as if it had been found first.
         try:
             result = load_into_bronze(
-                conn, source, sheets, batch_id=batch_id, started_at=started_at, read_seconds=read_seconds, run_id=run_id
+                conn,
+                source,
+                typed,
+                batch_id=batch_id,
+                started_at=started_at,
+                run_id=run_id,
+                max_rejected_fraction=max_rejected_fraction,
+                read_clock=clock,
             )
+        except FileRejected as rejection:
+            reject(rejection, rejection.rows_rejected, round(time.perf_counter() - clock, 3))
         except psycopg.Error as error:
             if not (error.sqlstate or "").startswith(_REFUSED_VALUE_CLASSES):
                 raise
             # The load's transaction rolled back whole: nothing of the file is in bronze.
-            reject(FileRejected(key, _refused_value(error)), sheets, read_seconds)
+            reject(FileRejected(key, _refused_value(error)), typed.rows_rejected, round(time.perf_counter() - clock, 3))
+        finally:
+            typed.close()
     _move(s3, bucket, key, filed_key(key, config.PROCESSED_PREFIX))
+    log.info(
+        "%s: %s, %s rows loaded, %s rejected; filed to %s",
+        key,
+        result.status,
+        f"{result.rows_loaded:,}",
+        f"{result.rows_rejected:,}",
+        filed_key(key, config.PROCESSED_PREFIX),
+    )
     return result
 
 
 def load_into_bronze(
     conn: psycopg.Connection,
     source: SourceFile,
-    sheets: list[TypedSheet],
+    sheets: list[TypedSheet] | TypedSource,
     *,
     batch_id: str | None = None,
     started_at: datetime,
     read_seconds: float | None = None,
     run_id: str | None = None,
+    max_rejected_fraction: float | None = None,
+    read_clock: float | None = None,
 ) -> LoadResult:
     """Load every sheet's rows and rejected rows, and the ledger row, in one transaction.
+
+    ``sheets`` is the typed sheets, or a ``TypedSource`` still being read: its batches are COPYed as they
+    come, and a breach found in a later batch (FileRejected, or more than ``max_rejected_fraction`` of the
+    rows rejected) rolls the transaction back whole. ``read_clock`` (perf_counter when the read began)
+    times the read, which then overlaps the load.
 
     Idempotent by content: under a lock on the content hash, a version already loaded is recorded as a
     duplicate and nothing else is written. So is a file whose typed rows are exactly those of another
     current file (``bronze.rows_fingerprint``: the same data re-exported in another format or order); a file
     that shares only some rows loads, and the ledger counts them (``rows_overlapping``). A new version
     of a key that was loaded before supersedes the older load (its rows stay in bronze;
-    ``retail_transactions_current`` leaves them out).
+    ``retail_transactions_current`` leaves them out). The rows are COPYed before the locks are taken
+    (the fingerprint is known only once they are all read); a duplicate's rows are then rolled back.
     """
     batch_id = batch_id or str(uuid.uuid4())
     clock = time.perf_counter()
-    fingerprint = rows_fingerprint(sheets)
     recorded = {"source": source, "batch_id": batch_id, "started_at": started_at, "run_id": run_id}
+    streamed = isinstance(sheets, TypedSource)
     with conn.transaction():
-        ledger.lock_content(conn, source, fingerprint)
-        has_rows = any(sheet.rows.height for sheet in sheets)
-        already = ledger.earlier_load_of(conn, source, fingerprint, has_rows=has_rows)
+        conn.execute("savepoint rows_of_the_file")
+        try:
+            copied = copy_into_bronze(conn, source, sheets.batches() if streamed else sheets, batch_id)
+            row_count = sheets.row_count if streamed else copied.rows_loaded + copied.rows_rejected
+        except FileRejected as rejection:
+            rejection.rows_rejected = sheets.rows_rejected if streamed else 0
+            raise
+        if streamed and read_clock is not None:
+            read_seconds = round(time.perf_counter() - read_clock, 3)
+        if max_rejected_fraction is not None:
+            try:
+                check_rejected_count(
+                    source.key, copied.rows_rejected, list(copied.rejected_sample), row_count, max_rejected_fraction
+                )
+            except FileRejected as rejection:
+                rejection.rows_rejected = copied.rows_rejected
+                raise
+        ledger.lock_content(conn, source, copied.fingerprint)
+        already = ledger.earlier_load_of(conn, source, copied.fingerprint, has_rows=copied.rows_loaded > 0)
         if already:
+            conn.execute("rollback to savepoint rows_of_the_file")
+            ledger.lock_content(conn, source, copied.fingerprint)  # the rollback released the locks
             return ledger.record(
                 conn,
                 status=Status.DUPLICATE,
@@ -385,15 +430,14 @@ def load_into_bronze(
                 load_seconds=round(time.perf_counter() - clock, 3),
                 **recorded,
             )
-        copied = copy_into_bronze(conn, source, sheets, batch_id)
         return ledger.record_loaded(
             conn,
             rows_loaded=copied.rows_loaded,
             rows_rejected=copied.rows_rejected,
-            sheets=[sheet.name for sheet in sheets if sheet.name is not None],
+            sheets=[name for name in copied.sheets if name is not None],
             read_seconds=read_seconds,
             load_seconds=round(time.perf_counter() - clock, 3),
-            fingerprint=fingerprint,
+            fingerprint=copied.fingerprint,
             rows_overlapping=copied.rows_overlapping,
             **recorded,
         )
@@ -441,11 +485,10 @@ def _rejecter(
     batch_id: str,
     started_at: datetime,
     run_id: str | None,
-) -> Callable[[FileRejected, list[TypedSheet], float | None], NoReturn]:
+) -> Callable[[FileRejected, int, float | None], NoReturn]:
     """Reject the file: its ``rejected`` ledger row, then quarantine with the report, then raise."""
 
-    def reject(rejection: FileRejected, sheets: list[TypedSheet], read_seconds: float | None) -> NoReturn:
-        rows_rejected = sum(sheet.rejected.height for sheet in sheets)
+    def reject(rejection: FileRejected, rows_rejected: int, read_seconds: float | None) -> NoReturn:
         if not ledger.rejected_in_run(conn, source.key, source.sha256, run_id):
             ledger.record(
                 conn,

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,13 +33,16 @@ from include.retail import workbook_limits
 from include.retail.workbook_limits import SheetPart, WorkbookLayout
 
 if TYPE_CHECKING:
-    import polars as pl
+    import polars as pl  # noqa: F401
 
     from include.retail.contract import TypedSheet
     from include.retail.reader import Sheet
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _RESULT = "result.json"
+_ERRORS = "errors.txt"
+# read_typed waits for this many rows (or the end) before returning: a small file is read whole there.
+_EAGER_ROWS = 50_000
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,9 @@ class ReadLimits:
     """
 
     max_memory_mb: int = 2048
-    """Memory (MiB, RLIMIT_DATA of the child process) the read and typing may use. The real workbook
-    needs ~600, a 1,048,575-row one ~900."""
+    """Memory (MiB, RLIMIT_DATA of the child process) the read and typing may use. Read in batches, the
+    real workbook and a 1,048,575-row one both peak near 300 MB of resident memory (bench/bench_memory.py);
+    the limit counts the address space the libraries reserve, which is larger."""
 
     max_seconds: float = 600
     """Wall-clock time the read and typing may take; the real workbook takes ~2 s."""
@@ -79,17 +83,127 @@ class ReadLimits:
         return cls(**overrides)
 
 
-@dataclass(frozen=True)
 class TypedSource:
-    sheets: list[TypedSheet]
-    row_count: int  # data rows read, typed or rejected
-    encoding: str | None  # of a CSV
+    """A file's typed rows, batch by batch as the child reads them (``batches``), or whole (``sheets``).
+
+    Only what the child has not yet written waits in the child: the parent holds one batch at a time, so
+    memory follows the batch, not the file, and the caller can COPY one batch while the next is read.
+    A file the child finishes within its first batch (every small file) is read whole before
+    ``read_typed`` returns, so that its rejection, if any, is raised there.
+    """
+
+    def __init__(
+        self, child: subprocess.Popen | None, folder: tempfile.TemporaryDirectory, source_name: str, limits: ReadLimits
+    ) -> None:
+        self._child = child
+        self._folder = folder
+        self._source_name = source_name
+        self._limits = limits
+        self._ready: list[TypedSheet] = []  # read from the child, not yet handed out
+        self._whole: list[TypedSheet] | None = None
+        self._outcome: dict | None = None
+        self._timed_out = threading.Event()
+        self._watchdog = threading.Timer(limits.max_seconds, self._kill_on_time)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+        self.rows_rejected = 0  # rejected rows read so far
+
+    def _kill_on_time(self) -> None:
+        self._timed_out.set()
+        if self._child is not None:
+            self._child.kill()
+
+    def _read_one(self) -> bool:
+        """Read the child's next batch into ``_ready``; False once the child is done (its outcome then known)."""
+        if self._outcome is not None:
+            return False
+        line = self._child.stdout.readline()
+        if line:
+            announced = json.loads(line)
+            folder = Path(self._folder.name)
+            sheet = _typed_sheet(announced, folder)
+            self.rows_rejected += sheet.rejected.height
+            self._ready.append(sheet)
+            return True
+        self._child.wait()
+        self._watchdog.cancel()
+        self._outcome = _outcome(
+            self._child, Path(self._folder.name), self._limits, self._source_name, self._timed_out.is_set()
+        )
+        self.close()
+        if "rejected" in self._outcome:
+            from include.retail import contract
+
+            raise contract.FileRejected(self._source_name, self._outcome["rejected"], self._outcome.get("details"))
+        return False
+
+    def _read_ahead(self, rows: int) -> None:
+        """Read until ``rows`` rows are waiting or the child is done."""
+        while sum(sheet.rows.height + sheet.rejected.height for sheet in self._ready) < rows and self._read_one():
+            pass
+
+    def batches(self) -> Iterator[TypedSheet]:
+        """The batches not yet handed out, as the child writes them; raises FileRejected when a later batch
+        breaks the contract (the caller's transaction then holds the earlier ones: roll it back)."""
+        if self._whole is not None:
+            yield from self._whole
+            return
+        while self._ready or self._read_one():
+            while self._ready:
+                yield self._ready.pop(0)
+
+    @property
+    def sheets(self) -> list[TypedSheet]:
+        """Every batch, each sheet's batches joined: the whole file in memory."""
+        if self._whole is None:
+            import polars as pl
+
+            from include.retail.contract import TypedSheet
+
+            by_name: dict[str | None, list[TypedSheet]] = {}
+            for batch in self.batches():
+                by_name.setdefault(batch.name, []).append(batch)
+            self._whole = [
+                TypedSheet(
+                    name, rows=pl.concat([b.rows for b in parts]), rejected=pl.concat([b.rejected for b in parts])
+                )
+                for name, parts in by_name.items()
+            ]
+        return self._whole
+
+    def _drain(self) -> None:
+        """Read the rest of the file, keeping its batches for ``batches`` and ``sheets``."""
+        if self._outcome is None and self._whole is None:
+            self._ready = list(self.batches())
+
+    @property
+    def row_count(self) -> int:
+        """Data rows read, typed or rejected (the whole file is read first)."""
+        self._drain()
+        return self._outcome["row_count"]
+
+    @property
+    def encoding(self) -> str | None:
+        self._drain()
+        return self._outcome["encoding"]
+
+    def close(self) -> None:
+        """Stop the child if it still runs, and remove its files (batches already read stay in memory)."""
+        self._watchdog.cancel()
+        if self._child is not None and self._child.poll() is None:
+            self._child.kill()
+            self._child.wait()
+        if self._child is not None and self._child.stdout:
+            self._child.stdout.close()
+        self._folder.cleanup()
 
 
 def read_typed(path: Path, source_name: str, limits: ReadLimits | None = None) -> TypedSource:
     """Read and type the file; raises contract.FileRejected (naming source_name) for anything that is the file's fault.
 
     Anything else (the child killed from outside, a bug) raises RuntimeError: the platform's fault, retried.
+    The reading goes on in the child while the caller takes the batches (``TypedSource.batches``); a file
+    whose first batch is all of it is read whole here.
     """
     from include.retail import contract
 
@@ -103,45 +217,46 @@ def read_typed(path: Path, source_name: str, limits: ReadLimits | None = None) -
     )
     if reason:
         raise contract.FileRejected(source_name, reason)
-    with tempfile.TemporaryDirectory(prefix="typed-", dir=path.parent) as folder:
-        request = {
-            "path": str(path),
-            "source_name": source_name,
-            "max_memory_mb": limits.max_memory_mb,
-            "layout": {name: asdict(part) for name, part in layout.sheets.items()},
-            "folder": folder,
-        }
-        outcome = _run_child(request, limits, source_name)
-        if "rejected" in outcome:
-            raise contract.FileRejected(source_name, outcome["rejected"], outcome.get("details"))
-        return _typed_source(outcome, Path(folder))
+    folder = tempfile.TemporaryDirectory(prefix="typed-", dir=path.parent)
+    request = {
+        "path": str(path),
+        "source_name": source_name,
+        "max_memory_mb": limits.max_memory_mb,
+        "layout": {name: asdict(part) for name, part in layout.sheets.items()},
+        "folder": folder.name,
+    }
+    source = TypedSource(_start_child(request), folder, source_name, limits)
+    try:
+        source._read_ahead(_EAGER_ROWS)
+    except BaseException:
+        source.close()
+        raise
+    return source
 
 
-def _run_child(request: dict, limits: ReadLimits, source_name: str) -> dict:
-    from include.retail import contract
-
+def _start_child(request: dict) -> subprocess.Popen:
     environment = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
     }
-    child = subprocess.Popen(
-        [sys.executable, "-m", "include.retail.sandboxed_read", json.dumps(request)],
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        cwd=str(_PROJECT_ROOT),
-    )
-    try:
-        _, stderr = child.communicate(timeout=limits.max_seconds)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
-        raise contract.FileRejected(
-            source_name, f"takes longer than the {limits.max_seconds:,.0f} s allowed to read"
-        ) from None
-    result = Path(request["folder"]) / _RESULT
+    with (Path(request["folder"]) / _ERRORS).open("wb") as errors:  # a file: a pipe left unread could block it
+        return subprocess.Popen(
+            [sys.executable, "-m", "include.retail.sandboxed_read", json.dumps(request)],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            cwd=str(_PROJECT_ROOT),
+        )
+
+
+def _outcome(child: subprocess.Popen, folder: Path, limits: ReadLimits, source_name: str, timed_out: bool) -> dict:
+    """The child's result once it has ended, a rejection naming the limit it broke, or RuntimeError."""
+    if timed_out:
+        return {"rejected": f"takes longer than the {limits.max_seconds:,.0f} s allowed to read"}
+    result = folder / _RESULT
     if child.returncode == 0 and result.is_file():
         return json.loads(result.read_text())
+    stderr = (folder / _ERRORS).read_bytes() if (folder / _ERRORS).is_file() else b""
     error = workbook_limits.without_paths(Exception(stderr.decode(errors="replace").strip()[-2000:]))
     out_of_memory = "memory allocation of" in error or "MemoryError" in error or "Cannot allocate memory" in error
     if out_of_memory or child.returncode == -signal.SIGABRT:
@@ -151,19 +266,17 @@ def _run_child(request: dict, limits: ReadLimits, source_name: str) -> dict:
     raise RuntimeError(f"{source_name}: the reader's process ended with code {child.returncode}: {error[-500:]}")
 
 
-def _typed_source(outcome: dict, folder: Path) -> TypedSource:
+def _typed_sheet(announced: dict, folder: Path) -> TypedSheet:
+    """One batch the child announced, read into memory and its files removed (disk follows the batch too)."""
     import polars as pl
 
     from include.retail.contract import TypedSheet
 
-    def frame(name: str) -> pl.DataFrame:
-        return pl.read_ipc(folder / name, memory_map=True)
-
-    sheets = [
-        TypedSheet(sheet["name"], rows=frame(sheet["rows"]), rejected=frame(sheet["rejected"]))
-        for sheet in outcome["sheets"]
-    ]
-    return TypedSource(sheets=sheets, row_count=outcome["row_count"], encoding=outcome["encoding"])
+    frames = {}
+    for kind in ("rows", "rejected"):
+        frames[kind] = pl.read_ipc(folder / announced[kind], memory_map=False)
+        (folder / announced[kind]).unlink()
+    return TypedSheet(announced["name"], rows=frames["rows"], rejected=frames["rejected"])
 
 
 def _child(request: dict) -> None:
@@ -183,33 +296,23 @@ def _child(request: dict) -> None:
 
 
 def _read_and_type(path: Path, source_name: str, layout_request: dict, folder: Path) -> dict:
+    """Read and type batch by batch, announcing each batch's files on stdout as soon as they are written."""
     from include.retail.contract import type_rows
-    from include.retail.reader import read_source
+    from include.retail.reader import iter_batches
 
     layout = WorkbookLayout({name: SheetPart(**part) for name, part in layout_request.items()})
-    formulas: dict[str, list[tuple[int, int]]] = {}
-    # zlib and bytes.find release the GIL: the scan runs on the other core while calamine reads.
-    scans = [
-        threading.Thread(
-            target=lambda n=name, p=part: formulas.__setitem__(n, workbook_limits.unsaved_formulas(path, p))
-        )
-        for name, part in layout.sheets.items()
-    ]
-    for scan in scans:
-        scan.start()
-    contents = read_source(path, source_name, layout)
-    for scan in scans:
-        scan.join()
-    sheets = []
-    for number, sheet in enumerate(contents.sheets):
-        cells = formulas.get(sheet.name or "", [])
-        formulas_by_column = _by_column(cells, sheet, layout) if cells else None
+    found, batches = iter_batches(path, source_name, layout)
+    for number, batch in enumerate(batches):
+        sheet = batch.sheet
+        formulas_by_column = _by_column(batch.formulas, sheet, layout) if batch.formulas else None
         typed = type_rows(sheet.raw, sheet.written_as, formulas_by_column, sheet_name=sheet.name)
         names = {"name": sheet.name, "rows": f"rows-{number}.arrow", "rejected": f"rejected-{number}.arrow"}
         typed.rows.write_ipc(folder / names["rows"], compression="uncompressed")
         typed.rejected.write_ipc(folder / names["rejected"], compression="uncompressed")
-        sheets.append(names)
-    return {"sheets": sheets, "row_count": contents.row_count, "encoding": contents.encoding}
+        del typed, sheet, batch
+        sys.stdout.write(json.dumps(names) + "\n")
+        sys.stdout.flush()
+    return {"row_count": found.row_count, "encoding": found.encoding}
 
 
 def _by_column(cells: list[tuple[int, int]], sheet: Sheet, layout: WorkbookLayout) -> dict[str, list[int]]:

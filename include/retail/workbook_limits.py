@@ -199,13 +199,14 @@ def unsaved_formulas(path: Path, part: SheetPart) -> list[tuple[int, int]]:
             cut = max(cut, block.rfind(b"</row>"))
             body, carry = (block[:cut], block[cut:]) if cut > 0 else (block, b"")
             if b"<f" in body or b":f" in body:
-                found.extend(_formulas_without_result(body))
+                found.extend(formulas_without_result(body))
         if carry and (b"<f" in carry or b":f" in carry):
-            found.extend(_formulas_without_result(carry))
+            found.extend(formulas_without_result(carry))
     return found
 
 
-def _formulas_without_result(xml: bytes) -> list[tuple[int, int]]:
+def formulas_without_result(xml: bytes) -> list[tuple[int, int]]:
+    """(row, column) of each formula cell in ``xml`` (whole cells) that has no saved result."""
     found = []
     for cell in _CELL.finditer(xml):
         text = cell.group(0)

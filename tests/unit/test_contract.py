@@ -207,3 +207,21 @@ def test_the_contract_and_the_reader_import_no_airflow() -> None:
     repo = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=repo)
     assert result.stdout.strip() == "[]"
+
+
+def test_many_rejected_rows_of_columns_in_several_chunks_are_typed() -> None:
+    """A CSV parsed by several threads gives text columns in several chunks; formatting the reasons of ~1,000
+    rejected rows over them made polars 1.43 panic (the reader then failed instead of rejecting rows)."""
+    good, bad = raw_rows(*[{}] * 5_000), raw_rows(*[{"invoice_date": "not a date"}] * 1_001)
+    chunked = pl.concat([good.drop("source_row").slice(n, 1_000) for n in range(0, 5_000, 1_000)], rechunk=False)
+    raw = pl.concat([chunked, bad.drop("source_row")], rechunk=False).with_columns(
+        source_row=pl.int_range(2, 6_003, dtype=pl.Int32)
+    )
+    assert raw["invoice_date"].n_chunks() > 1
+
+    typed = type_rows(raw, WRITTEN_AS)
+
+    assert (typed.rows.height, typed.rejected.height) == (5_000, 1_001)
+    assert typed.rejected["reason"][0] == (
+        "InvoiceDate: expected a date-time such as 2011-12-09 12:50:00, got 'not a date'"
+    )
