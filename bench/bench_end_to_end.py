@@ -24,6 +24,7 @@ import psycopg
 
 from devstack import REPO_ROOT
 from devstack.airflow_api import AirflowApi
+from devstack.airflow_services import ADMIN_USER
 from devstack.aws import BUCKET
 from devstack.stack import Stack
 from include.retail.assets import INCOMING_UPLOADS
@@ -95,7 +96,8 @@ def measure(trigger: str, rounds: int, workbook: Path) -> list[dict[str, float]]
     stack.use_trigger(trigger)
     try:
         stack.start_airflow()
-        api = stack.api()
+        # A patient client: on a busy machine the one-worker api-server can take more than the default 10 s.
+        api = AirflowApi(stack.api_url, ADMIN_USER, stack.state.admin_password, timeout=60)
         wait_until_ready(stack, api)
         keys = [f"incoming/bench-{trigger}-{n}-{workbook.name}" for n in range(rounds)]
         return [one_round(stack, api, workbook, key) for key in keys]

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -196,8 +197,10 @@ class AirflowServices:
         with contextlib.ExitStack() as stack:
             if log is not None:
                 stdout, stderr = stack.enter_context(log.open("ab")), subprocess.STDOUT
+            elif quiet:  # kept, to show what the command said if it fails
+                stdout, stderr = stack.enter_context(tempfile.TemporaryFile()), subprocess.STDOUT
             else:
-                stdout = stderr = subprocess.DEVNULL if quiet else None
+                stdout = stderr = None
             process = subprocess.Popen(command, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
             try:
                 returncode = process.wait()
@@ -205,6 +208,10 @@ class AirflowServices:
                 stop_group(process.pid, timeout=10)
                 process.wait()
                 raise
-        if returncode and quiet:
-            raise RuntimeError(f"`airflow {' '.join(args)}` failed with exit code {returncode}")
+            if returncode and quiet:
+                stdout.seek(0)
+                said = stdout.read().decode(errors="replace").strip().splitlines()[-15:]
+                raise RuntimeError(
+                    f"`airflow {' '.join(args)}` failed with exit code {returncode}; it said:\n" + "\n".join(said)
+                )
         return returncode
