@@ -3,10 +3,15 @@
 The same step runs everywhere, through the owner's connection (``retail_warehouse_admin``): as the first
 task of every ingest run, and as ``python -m include.retail.warehouse`` (the docker-compose init service).
 That is how a private RDS instance gets its schema and logins without anybody reaching it by hand.
+
+The scripts run only when they changed since they were last applied (their digest is kept as the comment of
+schema ``silver``): re-running ``create index``, ``alter table`` would otherwise wait, at every ingest run, for
+any load still inside its transaction on those tables.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import psycopg
@@ -27,14 +32,31 @@ def ddl_files(sql_dir: Path = SQL_DIR) -> list[Path]:
     return sorted(sql_dir.glob("*.sql"))
 
 
-def apply_ddl(conn: psycopg.Connection, sql_dir: Path = SQL_DIR) -> list[str]:
-    """Run every script in one transaction; each is written to be re-run. Returns the names applied."""
+def ddl_digest(sql_dir: Path = SQL_DIR) -> str:
+    """What the applied DDL is recorded as: a digest of the scripts' names and contents."""
+    digest = hashlib.sha256()
+    for script in ddl_files(sql_dir):
+        digest.update(script.name.encode() + b"\0" + script.read_bytes() + b"\0")
+    return f"retail DDL {digest.hexdigest()[:16]}"
+
+
+def apply_ddl(conn: psycopg.Connection, sql_dir: Path = SQL_DIR, *, force: bool = False) -> list[str]:
+    """Run every script in one transaction (each is written to be re-run), unless the warehouse already has
+    these very scripts applied (``force``: run them anyway). Returns the names applied, none when skipped."""
+    recorded = ddl_digest(sql_dir)
     applied = []
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("select pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+        cur.execute(
+            "select obj_description(oid, 'pg_namespace') from pg_namespace where nspname in ('bronze', 'silver')"
+        )
+        if not force and [row[0] for row in cur.fetchall()] == [recorded, recorded]:
+            return []
         for script in ddl_files(sql_dir):
             cur.execute(script.read_text())
             applied.append(script.name)
+        for schema in ("bronze", "silver"):
+            cur.execute(sql.SQL("comment on schema {} is {}").format(sql.Identifier(schema), sql.Literal(recorded)))
     return applied
 
 
