@@ -94,6 +94,13 @@ def follow_the_build(group):
     producer upstream of the first model tasks removes that order dependence; ``all_done`` lets them
     read dbt's verdict even when the build failed, so each model and test task still ends as dbt
     ended it, and a failed test still stops what depends on it.
+
+    Streaming (the sensors beside the build) was measured under the real scheduler and not kept
+    (docs/benchmarks.md, issue 15): rescheduled sensors, which ``dag.test()`` runs fine, were failed in
+    every run by Airflow 3.3.1's scheduler when a poke's executor event arrived after the next poke had
+    started (apache/airflow#71172), each failure costing a 30 s retry; deferred sensors hang ``dag.test()``
+    as above, and on two cores they gained nothing: each starts twice (to defer, then to resume), and
+    their chain of task starts fell behind dbt, so the tasks after the build's end took longer, not less.
     """
     from airflow.task.trigger_rule import TriggerRule
 

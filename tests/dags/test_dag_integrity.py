@@ -175,3 +175,21 @@ def test_the_transforms_full_refresh_param_reaches_the_dbt_build(dagbag: DagBag,
     assert producer.full_refresh == "{{ params.full_refresh }}"
     producer.render_template_fields({"params": {"full_refresh": chosen}})
     assert ("--full-refresh" in producer.add_cmd_flags()) is flag
+
+
+def test_every_dbt_task_starts_after_the_build_and_reads_its_verdict_even_when_it_failed(dagbag: DagBag) -> None:
+    """No model or test task waits beside the producer: a one-task-at-a-time runner (``dag.test()``) would run a
+    waiting one's trigger inline before the build started, and under Airflow 3.3.1's scheduler a rescheduled or
+    resumed sensor may be failed by a stale executor event (apache/airflow#71172, #72716; see follow_the_build).
+    The first ones run ``all_done``, so that each still ends as dbt ended its node when the build failed."""
+    from cosmos.constants import PRODUCER_WATCHER_DONE_TASK_ID, PRODUCER_WATCHER_TASK_ID
+
+    dag = dagbag.dags["retail_transform"]
+    producer, done = f"dbt.{PRODUCER_WATCHER_TASK_ID}", f"dbt.{PRODUCER_WATCHER_DONE_TASK_ID}"
+    sensors = [task_id for task_id in dag.task_ids if task_id.startswith("dbt.") and task_id not in (producer, done)]
+    assert sensors
+    for task_id in sensors:
+        assert producer in dag.get_task(task_id).get_flat_relative_ids(upstream=True), task_id
+    first = dag.get_task(producer).downstream_task_ids - {done}
+    assert first
+    assert {dag.get_task(task_id).trigger_rule for task_id in first} == {"all_done"}
