@@ -125,8 +125,10 @@ def test_an_interrupted_demo_fails_its_own_run_and_says_so_in_one_line(stack: St
     try:
         # The demo prepares the stack (applying the DDL) before it uploads: hold the DDL lock only after that.
         assert demo.stdout is not None
-        line = demo.stdout.readline()
-        assert line.startswith("Uploaded "), line + demo.stderr.read() if demo.stderr else line
+        seen = []
+        while "uploaded to s3://" not in (line := demo.stdout.readline()) and line:
+            seen.append(line)  # the demo's stage lines before the upload (make demo streams its progress)
+        assert line, "".join(seen) + (demo.stderr.read() if demo.stderr else "")
         with ddl_held(stack):
             dags_test = wait_for_dags_test(demo.pid)
             run_id = wait_for_running_task(stack, "retail_ingest", "apply_warehouse_ddl", dags_test)
