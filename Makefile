@@ -64,7 +64,7 @@ test: venv ## run the whole test suite (starts its own PostgreSQL and moto serve
 	@$(PY) -m pytest
 
 .PHONY: test-fast
-test-fast: venv $(MANIFEST) ## unit tests, DAG integrity and the dbt parse (about a minute; no stack needed)
+test-fast: venv $(MANIFEST) ## unit tests, DAG integrity and the dbt manifest (about 25 s; no stack needed)
 	@$(PY) -m pytest -q tests/unit tests/dags
 
 .PHONY: compose-test
