@@ -139,15 +139,7 @@ def _read_workbook(path: Path, source_name: str, layout: WorkbookLayout) -> Sour
         else:
             sheets.append(sheet)
     if not sheets:
-        held = "; ".join(
-            f"sheet {name!r} row {first_rows[name]} holds {_shown(grid)}" if grid.height else f"sheet {name!r} is empty"
-            for name, grid in grids.items()
-        )
-        raise contract.FileRejected(
-            source_name,
-            f"no sheet has a header with the contract's columns ({_CONTRACT_HEADINGS}) on its first row; "
-            f"{held or 'the workbook has no sheets'}",
-        )
+        raise _no_contract_sheet(source_name, grids, first_rows)
     return SourceContents(sheets=sheets, ignored_sheets=ignored, encoding=None)
 
 
@@ -476,15 +468,20 @@ def _workbook_batches(
         yield first
         yield from batches
     if not any_data:
-        held = "; ".join(
-            f"sheet {name!r} row {first_rows[name]} holds {_shown(grid)}" if grid.height else f"sheet {name!r} is empty"
-            for name, grid in firsts.items()
-        )
-        raise contract.FileRejected(
-            source_name,
-            f"no sheet has a header with the contract's columns ({_CONTRACT_HEADINGS}) on its first row; "
-            f"{held or 'the workbook has no sheets'}",
-        )
+        raise _no_contract_sheet(source_name, firsts, first_rows)
+
+
+def _no_contract_sheet(source_name: str, grids: dict, first_rows: dict) -> contract.FileRejected:
+    """The rejection of a workbook none of whose sheets has the contract's header, saying what each holds."""
+    held = "; ".join(
+        f"sheet {name!r} row {first_rows[name]} holds {_shown(grid)}" if grid.height else f"sheet {name!r} is empty"
+        for name, grid in grids.items()
+    )
+    return contract.FileRejected(
+        source_name,
+        f"no sheet has a header with the contract's columns ({_CONTRACT_HEADINGS}) on its first row; "
+        f"{held or 'the workbook has no sheets'}",
+    )
 
 
 def _row_pieces(archive: zipfile.ZipFile, part: SheetPart, batch_rows: int) -> Iterator[tuple[bytes, bytes]]:
