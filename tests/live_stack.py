@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import psycopg
 
 from devstack import REPO_ROOT
 from devstack.stack import Stack
+from devstack.state import free_port
+
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+
+
+@contextmanager
+def running_stack(name: str, *, trigger: str = "sensor") -> Iterator[Stack]:
+    """A full local Airflow (`make up TRIGGER=trigger`) on a stack of its own, on free ports; stopped at the
+    end, its services' logs kept in ``test-artifacts/<name>-logs/``."""
+    home = Path(tempfile.mkdtemp(prefix=f"retail-{name}-"))
+    home.chmod(0o755)  # the postgres server user must reach the cluster directory inside
+    stack = Stack(home, api_port=free_port())
+    stack.use_trigger(trigger)
+    try:
+        stack.start_airflow()
+        yield stack
+    finally:
+        stack.down()
+        shutil.copytree(home / "logs", ARTIFACTS / f"{name}-logs", dirs_exist_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def devstack_cli(stack: Stack, *args: str) -> subprocess.CompletedProcess:

@@ -7,18 +7,13 @@ The services' logs are kept in ``test-artifacts/e2e-logs/``.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from devstack import REPO_ROOT
 from devstack.stack import Stack
-from devstack.state import free_port
-
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+from tests.live_stack import ARTIFACTS, running_stack
 
 
 @pytest.fixture(scope="package")
@@ -29,14 +24,5 @@ def artifacts() -> Path:
 
 @pytest.fixture(scope="package")
 def live_stack() -> Iterator[Stack]:
-    home = Path(tempfile.mkdtemp(prefix="retail-e2e-"))
-    home.chmod(0o755)  # the postgres server user must reach the cluster directory inside
-    stack = Stack(home, api_port=free_port())
-    try:
-        stack.start_airflow()
+    with running_stack("e2e") as stack:
         yield stack
-    finally:
-        stack.down()
-        # Keep the services' logs beside the screenshots: a failed run is explained by them.
-        shutil.copytree(home / "logs", ARTIFACTS / "e2e-logs", dirs_exist_ok=True)
-        shutil.rmtree(home, ignore_errors=True)

@@ -7,30 +7,15 @@ would share the machine's two cores). Stopped at the end; the services' logs are
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from devstack import REPO_ROOT
 from devstack.stack import Stack
-from devstack.state import free_port
-
-ARTIFACTS = REPO_ROOT / "test-artifacts"
+from tests.live_stack import running_stack
 
 
 @pytest.fixture(scope="package")
 def events_stack() -> Iterator[Stack]:
-    home = Path(tempfile.mkdtemp(prefix="retail-events-"))
-    home.chmod(0o755)  # the postgres server user must reach the cluster directory inside
-    stack = Stack(home, api_port=free_port())
-    stack.use_trigger("events")
-    try:
-        stack.start_airflow()
+    with running_stack("events", trigger="events") as stack:
         yield stack
-    finally:
-        stack.down()
-        shutil.copytree(home / "logs", ARTIFACTS / "events-logs", dirs_exist_ok=True)
-        shutil.rmtree(home, ignore_errors=True)
