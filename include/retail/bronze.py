@@ -1,10 +1,10 @@
 """COPY a file's typed rows into bronze, inside the caller's load transaction (``ingest.load_into_bronze``, which
 writes the file's ledger row in the same transaction through ``include.retail.ledger``).
 
-Rows go in with COPY: first into a temporary table holding only the source columns (temporary
-tables write no WAL, so this is the cheap place for PostgreSQL to parse 500k rows of text), then into
-``bronze.retail_transactions`` with the file's lineage added as constants in one INSERT … SELECT.
-That is about twice as fast as COPYing the lineage text on every row.
+Rows go straight into ``bronze.retail_transactions`` with COPY, batch by batch as the reader yields them, so
+PostgreSQL writes one batch while the next is read. The file's lineage is not in the COPY stream: the load sets
+it for its transaction and the columns' defaults take it (``include/sql/010_bronze.sql``). That is cheaper than
+COPYing the lineage text on every row, and than staging the rows in a temporary table and copying them again.
 
 Nothing here commits: the caller's transaction holds the rows and the ledger row together, so a file is in
 bronze whole or not at all.
@@ -27,10 +27,12 @@ from include.retail.ledger import SourceFile, Status
 
 log = logging.getLogger(__name__)
 
-# The columns of a staged row: the contract's, plus where in the file it came from.
-STAGED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
+# The columns a load COPYs: the contract's, plus where in the file the row came from (the lineage of the file
+# itself comes from the columns' defaults).
+COPIED_COLUMNS = (*COLUMNS, "source_sheet", "source_row")
 REJECTED_COLUMNS = ("source_sheet", "source_row", "reason", "raw_values")
 
+_TRANSACTIONS = sql.SQL("bronze.retail_transactions")
 _COPY_SLICE_ROWS = 50_000
 
 # Fixed seeds: the fingerprint must be the same in every process. polars does not promise the same row
@@ -110,42 +112,57 @@ class Fingerprint:
         return f"{_FINGERPRINT_VERSION}:{self.rows}:{(self.high << 32) + self.low:x}"
 
 
-def _rows_overlapping(cur: psycopg.Cursor, staged: sql.Identifier, key: str) -> int:
-    """How many staged rows are identical (the eight source columns) to a row of another current file.
+def _rows_overlapping(cur: psycopg.Cursor, batch_id: str, key: str, days: tuple[object, object]) -> int:
+    """How many of this load's rows are identical (the eight source columns) to a row of another current file.
 
-    Only rows of other current files within the staged rows' dates are read (BRIN on invoice_date), so
-    the first load of a new month costs almost nothing extra; a file over the same days pays one join.
+    Only rows of other current files within this load's days are read (BRIN on invoice_date), and when no other
+    current file has a row on those days (a new month's first file) nothing is joined at all.
     """
-    cur.execute(sql.SQL("select min(invoice_date), max(invoice_date) from {}").format(staged))
-    first, last = cur.fetchone()
+    first, last = days
     if first is None:
         return 0
-    cur.execute(
-        sql.SQL(
-            f"""
-            select count(*) from {{}} as new_row
-            where exists (
-                select 1
-                from bronze.retail_transactions as other
-                inner join bronze.load_ledger as other_load
-                    on other.batch_id = other_load.batch_id
-                where
-                    other.invoice_date between %s and %s
-                    and other.source_key <> %s
-                    and other_load.status = '{Status.LOADED}'
-                    and other_load.superseded_by is null
-                    and other.invoice_date = new_row.invoice_date
-                    and (other.invoice_no, other.stock_code, other.description, other.quantity,
-                         other.unit_price, other.customer_id, other.country)
-                        is not distinct from
-                        (new_row.invoice_no, new_row.stock_code, new_row.description, new_row.quantity,
-                         new_row.unit_price, new_row.customer_id, new_row.country)
-            )
-            """
-        ).format(staged),
-        (first, last, key),
+    others_on_those_days = sql.SQL(
+        f"""
+        from bronze.retail_transactions as other
+        inner join bronze.load_ledger as other_load
+            on other.batch_id = other_load.batch_id
+        where
+            other.invoice_date between %(first)s and %(last)s
+            and other.source_key <> %(key)s
+            and other_load.status = '{Status.LOADED}'
+            and other_load.superseded_by is null
+        """
     )
-    return cur.fetchone()[0]
+    bounds = {"first": first, "last": last, "key": key, "batch_id": batch_id}
+    cur.execute(sql.SQL("select exists (select 1 {})").format(others_on_those_days), bounds)
+    if not cur.fetchone()[0]:
+        return 0
+    # This load's rows are not in the table's statistics yet: the planner would take them for a few rows and
+    # probe the other files once per row. A hash semi-join reads each side once.
+    cur.execute("set local enable_nestloop = off")
+    try:
+        cur.execute(
+            sql.SQL(
+                """
+                select count(*) from bronze.retail_transactions as new_row
+                where
+                    new_row.batch_id = %(batch_id)s
+                    and exists (
+                        select 1 {}
+                            and other.invoice_date = new_row.invoice_date
+                            and (other.invoice_no, other.stock_code, other.description, other.quantity,
+                                 other.unit_price, other.customer_id, other.country)
+                                is not distinct from
+                                (new_row.invoice_no, new_row.stock_code, new_row.description, new_row.quantity,
+                                 new_row.unit_price, new_row.customer_id, new_row.country)
+                    )
+                """
+            ).format(others_on_those_days),
+            bounds,
+        )
+        return cur.fetchone()[0]
+    finally:
+        cur.execute("reset enable_nestloop")
 
 
 def copy_into_bronze(
@@ -154,32 +171,37 @@ def copy_into_bronze(
     """COPY every sheet's rows (with the file's lineage) and rejected rows, in the caller's transaction.
 
     ``sheets`` may be batches as a reader yields them (several per sheet): each is COPYed as it comes, so
-    PostgreSQL parses one batch while the next is read, and only one batch is held at a time.
+    PostgreSQL writes one batch while the next is read, and only one batch is held at a time.
     """
-    staged = sql.Identifier("staged_transactions")
-    rows_rejected = 0
+    rows_loaded = rows_rejected = 0
     fingerprint = Fingerprint()
+    day_bounds: list[object] = []  # each batch's first and last invoice date (None for a batch without one)
     names: dict[str | None, None] = {}
     sample: dict[str | None, list[pl.DataFrame]] = {}
     with _cursor(conn) as cur:
+        # Local to the load's transaction: the lineage columns' defaults (include/sql/010_bronze.sql).
         cur.execute(
-            sql.SQL(
-                "create temporary table {} on commit drop as select {} from bronze.retail_transactions with no data"
-            ).format(staged, sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS)))
+            """
+            select
+                set_config('retail.load_source_key', %s, true),
+                set_config('retail.load_source_version', %s, true),
+                set_config('retail.load_batch_id', %s, true)
+            """,
+            (source.key, source.sha256, batch_id),
         )
-        copied = rejected = 0
         for sheet in sheets:
             names[sheet.name] = None
             fingerprint.add(sheet.rows)
+            day_bounds += [sheet.rows["invoice_date"].min(), sheet.rows["invoice_date"].max()]
             with_sheet = pl.lit(sheet.name, dtype=pl.String).alias("source_sheet")
-            _copy_frame(cur, staged, STAGED_COLUMNS, sheet.rows.with_columns(with_sheet))
-            copied, rejected = copied + sheet.rows.height, rejected + sheet.rejected.height
+            _copy_frame(cur, _TRANSACTIONS, COPIED_COLUMNS, sheet.rows.with_columns(with_sheet))
+            rows_loaded, rows_rejected = rows_loaded + sheet.rows.height, rows_rejected + sheet.rejected.height
             # One line per batch: a long load's task log (and make demo) shows it moving.
             log.info(
                 "%s: COPY %s rows so far (%s rejected), sheet %s",
                 source.key,
-                f"{copied:,}",
-                f"{rejected:,}",
+                f"{rows_loaded:,}",
+                f"{rows_rejected:,}",
                 sheet.name,
             )
             if sheet.rejected.height:
@@ -194,23 +216,12 @@ def copy_into_bronze(
                 kept = sum(frame.height for frame in sample.get(sheet.name, []))
                 if kept < REPORT_SAMPLE_ROWS:
                     sample.setdefault(sheet.name, []).append(sheet.rejected.head(REPORT_SAMPLE_ROWS - kept))
-            rows_rejected += sheet.rejected.height
 
-        source_columns = sql.SQL(", ").join(map(sql.Identifier, STAGED_COLUMNS))
-        cur.execute(
-            sql.SQL(
-                """
-                insert into bronze.retail_transactions ({}, source_key, source_version, batch_id)
-                select {}, %s, %s, %s from {}
-                """
-            ).format(source_columns, source_columns, staged),
-            (source.key, source.sha256, batch_id),
-        )
-        rows_loaded = cur.rowcount
+        days = [day for day in day_bounds if day is not None]
         return CopiedRows(
             rows_loaded,
             rows_rejected,
-            _rows_overlapping(cur, staged, source.key),
+            _rows_overlapping(cur, batch_id, source.key, (min(days), max(days)) if days else (None, None)),
             fingerprint=fingerprint.value,
             sheets=tuple(names),
             rejected_sample=tuple(

@@ -496,19 +496,20 @@ def _row_pieces(archive: zipfile.ZipFile, part: SheetPart, batch_rows: int) -> I
             buffer += block
         start = buffer.index(_SHEET_DATA) + len(_SHEET_DATA)
         prefix, buffer = _DIMENSION_ELEMENT.sub(b"", buffer[:start]), buffer[start:]
-        rows = buffer.count(_ROW_END)
+        blocks, rows = [buffer], buffer.count(_ROW_END)  # joined once per batch: appending would copy it each time
         while True:
             block = handle.read(size)
-            buffer += block
+            blocks.append(block)
             rows += block.count(_ROW_END)  # a row end split between blocks is counted in the next batch
             if block and rows < batch_rows:
                 continue
+            buffer = b"".join(blocks)
             cut = buffer.rfind(_ROW_END)
             if cut < 0:
                 return
             cut += len(_ROW_END)
             yield prefix, buffer[:cut]
-            buffer, rows = buffer[cut:], 0
+            blocks, rows = [buffer[cut:]], 0
             if not block:
                 return
 

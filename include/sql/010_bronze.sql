@@ -72,6 +72,14 @@ create table if not exists bronze.retail_transactions (
     loaded_at timestamptz not null default now()
 );
 
+-- A load sets its lineage for its own transaction (include/retail/bronze.py, copy_into_bronze), so COPY
+-- writes the file's rows straight into this table: no staging table and no second pass over the rows.
+-- Outside a load the settings are unset or empty, the default is null, and the row is refused.
+alter table bronze.retail_transactions
+    alter column source_key set default nullif(current_setting('retail.load_source_key', true), ''),
+    alter column source_version set default nullif(current_setting('retail.load_source_version', true), ''),
+    alter column batch_id set default nullif(current_setting('retail.load_batch_id', true), '')::uuid;
+
 comment on table bronze.retail_transactions is 'Every typed source row of every loaded file; superseded loads stay.';
 comment on column bronze.retail_transactions.source_row is 'Row number in the sheet or CSV as a spreadsheet shows it (header = 1).';
 comment on column bronze.retail_transactions.unit_price is 'Exact decimal as written in the source: no rounding.';

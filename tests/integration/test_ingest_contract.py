@@ -274,6 +274,31 @@ def test_loader_role_may_write_bronze_and_the_ledger_and_nothing_else(stack) -> 
         conn.rollback()
 
 
+def test_a_row_written_outside_a_load_has_no_lineage_and_is_refused(stack) -> None:
+    """A load COPYs its rows with the file's lineage set for its transaction only (the columns' defaults):
+    a row written before a load, or after one in the same session, must not inherit a lineage."""
+    row = "insert into bronze.retail_transactions (invoice_no, source_row) values ('536365', 2)"
+    with psycopg.connect(stack.warehouse_url(LOADER_ROLE)) as conn:
+        with pytest.raises(psycopg.errors.NotNullViolation, match="source_key"):
+            conn.execute(row)
+        conn.rollback()
+        conn.execute(
+            "select set_config('retail.load_source_key', 'incoming/a.xlsx', true),"
+            " set_config('retail.load_source_version', 'abc', true),"
+            " set_config('retail.load_batch_id', gen_random_uuid()::text, true)"
+        )
+        conn.execute(row)  # inside the load's transaction the lineage is taken
+        (lineage,) = conn.execute(
+            "select (source_key, source_version) from bronze.retail_transactions where batch_id = "
+            "current_setting('retail.load_batch_id')::uuid"
+        ).fetchone()
+        assert lineage == ("incoming/a.xlsx", "abc")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.NotNullViolation, match="source_key"):
+            conn.execute(row)  # the settings ended with that transaction
+        conn.rollback()
+
+
 def test_two_runs_taking_the_same_file_at_once_load_it_once_and_the_second_skips(
     tmp_path, upload, stack, warehouse, keys_under
 ) -> None:
