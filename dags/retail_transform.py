@@ -50,7 +50,7 @@ from include.retail.transform_tasks import announce_transform, cosmos_configs, f
             False,
             type="boolean",
             title="Full refresh",
-            description="Rebuild the incremental models (silver.transactions, fact_sales_daily) from all of bronze.",
+            description="Rebuild every incremental model (silver and the daily facts) from all of bronze.",
         ),
     },
     default_args={

@@ -344,7 +344,8 @@ class ComposeStack(ComposeProject):
     # -- the work directory and its .env -------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Copy the tracked and untracked, not ignored, files; write ``.env`` from ``.env.example`` as README says."""
+        """Copy the tracked and untracked, not ignored, files; write ``.env`` from ``.env.example`` as docs/compose.md
+        says."""
         listed = subprocess.run(
             ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
             cwd=self.repo,
@@ -369,7 +370,7 @@ class ComposeStack(ComposeProject):
             # user's files effectively are, so that .env.example's AIRFLOW_UID works unchanged.
             _chown_tree(self.work_dir, AIRFLOW_UID, 0)
         elif sys.platform == "linux":
-            changes["AIRFLOW_UID"] = str(os.getuid())  # README's step for Linux users
+            changes["AIRFLOW_UID"] = str(os.getuid())  # docs/compose.md's step for Linux users
         self.set_env(**changes)
 
     def set_env(self, **changes: str) -> None:

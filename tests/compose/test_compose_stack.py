@@ -1,4 +1,4 @@
-"""docker-compose, run for real (issue 10): what README's compose section promises a user, done by the test.
+"""docker-compose, run for real (issue 10): what docs/compose.md promises a user, done by the test.
 
 One flow on one compose project, in order: LocalExecutor up; the real workbook uploaded to moto loads into bronze
 and is built into silver and gold with no other action; the warehouse, the SNS alerts and the UI login checked;
