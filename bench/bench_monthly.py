@@ -11,14 +11,21 @@ so that the figure is the transform's own cost. Two phases, each on an emptied w
            one file per year, loaded and transformed once), then the same 13 months in order on top.
 
 Per month it prints ingest seconds, transform seconds (the dbt process, start to end), dbt's own elapsed time,
-the slowest nodes, the rows in bronze, and the rows the transform read from bronze.retail_transactions and
-silver.transactions (PostgreSQL's own counters of rows fetched by scans, pg_stat_user_tables): unlike seconds on a
-shared machine, these do not depend on what else runs, and they show whether a run reads the history. The
-target: the 13th month's transform, and a month on top of five years of history, cost at most 1.3x the first
-month's.
+the slowest nodes, the rows in bronze, and the rows the transform read from bronze.retail_transactions,
+silver.transactions and all of silver's tables together (PostgreSQL's own counters of rows fetched by scans,
+pg_stat_user_tables): unlike seconds on a shared machine, these do not depend on what else runs, and they show
+whether a run reads the history. The target: the 13th month's transform, and a month on top of five years of
+history, cost at most 1.3x the first month's. The JSON in bench/results keeps every node's time and every table's
+rows read, per month.
+
+``--verify`` proves that no number depends on the way the files came: after the empty phase it keeps every silver
+and gold table, rebuilds the project with ``dbt build --full-refresh`` and compares each table both ways
+(``except all``); with ``--baseline-project DIR`` (a copy of an earlier include/dbt) it then rebuilds with that
+project too and compares again, on the columns the earlier tables have.
 
     .venv/bin/python -m bench.bench_monthly                      # both phases
     .venv/bin/python -m bench.bench_monthly --phase empty        # one
+    .venv/bin/python -m bench.bench_monthly --phase empty --verify --baseline-project /tmp/dbt_before
 """
 
 from __future__ import annotations
@@ -55,7 +62,10 @@ class Step:
     silver_lines: int
     bronze_rows_read: int
     silver_lines_read: int
+    silver_rows_read: int
     slowest: list[tuple[str, float]]
+    nodes: dict[str, float]
+    tables_read: dict[str, int]
 
 
 def split_by_month(source: Path, out: Path) -> list[Path]:
@@ -84,7 +94,10 @@ class Pipeline:
     """Ingest and transform on the bench's own stack, as production would run them one after the other."""
 
     def __init__(self, stack: Stack, work: Path) -> None:
+        from include.retail.dbt_project import DBT_PROJECT_DIR
+
         self.stack = stack
+        self.project = DBT_PROJECT_DIR
         self.target = work / "dbt-target"  # dbt's artifacts stay out of include/dbt/target, which the DAG reads
         self.env = {**os.environ, **stack.environment(), "DBT_LOG_PATH": str(work / "dbt-logs")}
 
@@ -104,11 +117,11 @@ class Pipeline:
         assert result.status == "loaded", result
         return seconds
 
-    def dbt(self, command: str) -> None:
-        from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+    def dbt(self, command: str, *options: str, project: Path | None = None) -> None:
+        from include.retail.dbt_project import DBT_EXECUTABLE
 
-        arguments = [str(DBT_EXECUTABLE), command, "--quiet", "--target-path", str(self.target)]
-        subprocess.run(arguments, cwd=DBT_PROJECT_DIR, env=self.env, check=True)
+        arguments = [str(DBT_EXECUTABLE), command, *options, "--quiet", "--target-path", str(self.target)]
+        subprocess.run(arguments, cwd=project or self.project, env=self.env, check=True)
 
     def parse(self) -> None:
         """A first ``dbt parse`` (not timed): every build then parses partially, as the DAG's producer does with
@@ -166,8 +179,69 @@ class Pipeline:
             silver,
             read["bronze.retail_transactions"],
             read.get("silver.transactions", 0),
+            sum(count for name, count in read.items() if name.startswith("silver.")),
             nodes[:3],
+            {name: round(seconds, 3) for name, seconds in nodes},
+            {name: count for name, count in sorted(read.items()) if count},
         )
+
+    def tables(self) -> dict[str, list[str]]:
+        """Every silver and gold table, with its columns in order."""
+        import psycopg
+
+        with psycopg.connect(self.stack.warehouse_url()) as conn:
+            rows = conn.execute(
+                "select columns.table_schema || '.' || columns.table_name, columns.column_name "
+                "from information_schema.columns as columns "
+                "join information_schema.tables as tables using (table_schema, table_name) "
+                "where columns.table_schema in ('silver', 'gold') and tables.table_type = 'BASE TABLE' "
+                "order by 1, columns.ordinal_position"
+            ).fetchall()
+        tables: dict[str, list[str]] = {}
+        for table, column in rows:
+            tables.setdefault(table, []).append(column)
+        return tables
+
+    def keep(self) -> dict[str, list[str]]:
+        """A copy of every silver and gold table in the schema ``kept``, under its schema-qualified name."""
+        import psycopg
+        from psycopg import sql
+
+        tables = self.tables()
+        with psycopg.connect(self.stack.warehouse_url()) as conn:
+            conn.execute("drop schema if exists kept cascade")
+            conn.execute("create schema kept")
+            for table in tables:
+                schema, name = table.split(".")
+                conn.execute(
+                    sql.SQL("create table kept.{} as table {}").format(
+                        sql.Identifier(table), sql.Identifier(schema, name)
+                    )
+                )
+        return tables
+
+    def differences(self, kept: dict[str, list[str]]) -> dict[str, tuple[int, int]]:
+        """Rows of each kept table missing from the table now, and rows now missing from the kept one (except all
+        both ways), on the columns both have; a table that is gone counts as entirely different."""
+        import psycopg
+        from psycopg import sql
+
+        now = self.tables()
+        found = {}
+        with psycopg.connect(self.stack.warehouse_url()) as conn:
+            for table, columns in kept.items():
+                if table not in now:
+                    found[table] = (-1, -1)
+                    continue
+                shared = sql.SQL(", ").join(sql.Identifier(column) for column in columns if column in now[table])
+                schema, name = table.split(".")
+                kept_rows = sql.SQL("select {} from kept.{}").format(shared, sql.Identifier(table))
+                now_rows = sql.SQL("select {} from {}").format(shared, sql.Identifier(schema, name))
+                count = sql.SQL("select count(*) from ({} except all {}) as missing")
+                (missing_now,) = conn.execute(count.format(kept_rows, now_rows)).fetchone()
+                (missing_kept,) = conn.execute(count.format(now_rows, kept_rows)).fetchone()
+                found[table] = (missing_now, missing_kept)
+        return found
 
 
 def report(step: Step) -> None:
@@ -175,9 +249,28 @@ def report(step: Step) -> None:
     print(
         f"{step.phase:8} {step.file:26} ingest {step.ingest_seconds:5.2f} s  transform {step.transform_seconds:5.2f} s "
         f"(dbt {step.dbt_elapsed:5.2f} s)  bronze {step.bronze_rows:>9,}  silver {step.silver_lines:>9,}  "
-        f"read: bronze {step.bronze_rows_read:>10,} silver {step.silver_lines_read:>10,}  [{slowest}]",
+        f"read: bronze {step.bronze_rows_read:>10,} silver.transactions {step.silver_lines_read:>10,} "
+        f"all silver {step.silver_rows_read:>10,}  [{slowest}]",
         flush=True,
     )
+
+
+def verify(pipeline: Pipeline, baseline: Path | None) -> bool:
+    """The tables the monthly builds left equal a full refresh of this project (and of the baseline project)."""
+    kept = pipeline.keep()
+    same = True
+    builds = [("this project", None)] + ([("the baseline project", baseline)] if baseline else [])
+    for label, project in builds:
+        pipeline.dbt("build", "--full-refresh", project=project)
+        for table, (missing_now, missing_kept) in pipeline.differences(kept).items():
+            verdict = "identical" if missing_now == missing_kept == 0 else "DIFFERENT"
+            same = same and (verdict == "identical" or (project is not None and missing_now == -1))
+            print(
+                f"verify   {table:36} monthly builds vs full refresh of {label}: {verdict} "
+                f"({missing_now} rows only in the monthly builds, {missing_kept} only in the full refresh)",
+                flush=True,
+            )
+    return same
 
 
 def run_phase(phase: str, pipeline: Pipeline, months: list[Path], work: Path, history_months: int) -> list[Step]:
@@ -209,6 +302,9 @@ def main() -> None:
     parser.add_argument("--phase", choices=["empty", "history", "both"], default="both")
     parser.add_argument("--history-months", type=int, default=13, help="months loaded on top of the history")
     parser.add_argument("--home", type=Path, default=REPO_ROOT / ".devstack" / "bench_monthly")
+    parser.add_argument("--project", type=Path, help="the dbt project to build (default: include/dbt)")
+    parser.add_argument("--verify", action="store_true", help="after the empty phase, compare with a full refresh")
+    parser.add_argument("--baseline-project", type=Path, help="with --verify, also a full refresh of this project")
     args = parser.parse_args()
     if not CSV_EXPORT.is_file():
         raise SystemExit(f"the CSV export of the real workbook is not at {CSV_EXPORT}")
@@ -225,15 +321,22 @@ def main() -> None:
         work = Path(tmp)
         months = split_by_month(CSV_EXPORT, work)
         pipeline = Pipeline(stack, work)
+        pipeline.project = (args.project or pipeline.project).resolve()
         pipeline.parse()
+        verified = True
         for phase in phases:
             steps += run_phase(phase, pipeline, months, work, args.history_months)
+            if phase == "empty" and args.verify:
+                verified = verify(pipeline, args.baseline_project)
+                pipeline.dbt("parse")
 
     out = REPO_ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     (out / f"monthly_{datetime.now(UTC):%Y%m%dT%H%M%S}.json").write_text(
         json.dumps([asdict(step) for step in steps], indent=2)
     )
+    if not verified:
+        raise SystemExit("the monthly builds differ from a full refresh (see the verify lines above)")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 Files are loaded by the ingest DAG (``dag.test()``), then the dbt project is built by plain ``dbt build`` runs
 of include/dbt (what the transform DAG's producer runs), into a target directory of the test's own:
 
-- monthly files built one after the other equal a full refresh over the same bronze, invoice_totals included;
-- the tests narrowed to unverified lines check only the new load, yet the lines a failed build left behind are
-  tested again by every later build until their file is corrected;
+- monthly files built one after the other equal a full refresh over the same bronze, invoice_totals and the
+  product totals included, also when a later file repeats earlier invoices and when a file is corrected;
+- the tests narrowed to unverified or untested lines check only the new load, yet the lines a failed build left
+  behind are tested again by every later build until their file is corrected or the build passes;
 - the not_null and unique tests that read the catalog still fail on a null or a duplicate once the guarantee
   is gone, and a model that makes a null fails its build naming the column.
 """
@@ -51,11 +52,17 @@ def results(tmp_path: Path) -> dict[str, str]:
     return {node["unique_id"].split(".")[2]: node["status"] for node in run["results"]}
 
 
-def compiled_test(tmp_path: Path, prefix: str) -> str:
-    (path,) = (tmp_path / "target" / "compiled" / "retail" / "models" / "silver" / "transactions.yml").glob(
-        f"{prefix}*.sql"
-    )
-    return path.read_text()
+def compiled_test(tmp_path: Path, prefix: str, model: str = "transactions", naming: str = "") -> str:
+    """The SQL dbt compiled for a test of a model, by the start of its file name (dbt shortens long names to a
+    hash: then by a text its SQL holds)."""
+    folder = tmp_path / "target" / "compiled" / "retail" / "models" / "silver" / f"{model}.yml"
+    (sql,) = [path.read_text() for path in folder.glob(f"{prefix}*.sql") if naming in path.read_text()]
+    return sql
+
+
+def compiled(tmp_path: Path, path: str) -> str:
+    """The SQL dbt compiled for a model or a singular test (path inside the project)."""
+    return (tmp_path / "target" / "compiled" / "retail" / path).read_text()
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple]]:
@@ -96,27 +103,104 @@ def test_files_built_one_by_one_equal_a_full_refresh_and_test_only_the_new_load(
     days = sorted({row[4].date() for row in rows})
     assert len(days) >= 6
     cuts = [days[0], days[len(days) // 3], days[2 * len(days) // 3], days[-1] + timedelta(days=1)]
+    parts = [[row for row in rows if start <= row[4].date() < end] for start, end in pairwise(cuts)]
+    # A fourth file repeats the first invoices of the first, a year later (as the shifted history of the monthly
+    # bench does): the same invoice numbers and customers, which the product totals must not count twice.
+    repeated = {row[0] for row in parts[0][:60]}
+    parts.append([[*row[:4], row[4] + timedelta(days=365), *row[5:]] for row in parts[0] if row[0] in repeated])
     reset_warehouse()
     keys = []
-    for part, (start, end) in enumerate(pairwise(cuts), start=1):
-        part_rows = [row for row in rows if start <= row[4].date() < end]
+    for part, part_rows in enumerate(parts, start=1):
         path = write_csv(tmp_path / f"part{part}.csv", [HEADER, *part_rows])
         keys.append(upload(path, f"incoming/monthly/part{part}.csv"))
         assert run_ingest(keys[-1]).state == "success"
         build = dbt("build")
         assert build.returncode == 0, build.stdout[-3000:]
 
-    # The last build's row-level tests of transactions looked at the last month's load only.
-    at_least = compiled_test(tmp_path, "at_least_transactions_unit_price")
-    assert current_batch(warehouse, keys[-1]) in at_least
-    assert not any(current_batch(warehouse, key) in at_least for key in keys[:-1])
+    # The last build read and tested the last file's load only: the row-level tests of transactions, the
+    # relationships tests of transactions and of the daily facts, the reconciliation, and the product totals.
+    last, earlier = current_batch(warehouse, keys[-1]), [current_batch(warehouse, key) for key in keys[:-1]]
+    narrowed = {
+        "at_least": compiled_test(tmp_path, "at_least_transactions_unit_price"),
+        "relationships to dim_product": compiled_test(tmp_path, "relationships_transactions", naming="dim_product"),
+        "fact relationships": compiled_test(
+            tmp_path, "relationships_fact_sales_daily", "fact_sales_daily", naming="dim_product"
+        ),
+        "reconciliation": compiled(tmp_path, "tests/reconcile_revenue_gold_silver_bronze.sql"),
+        "product_totals": compiled(tmp_path, "models/silver/product_totals.sql"),
+        "product_descriptions": compiled(tmp_path, "models/silver/product_descriptions.sql"),
+    }
+    for name, sql in narrowed.items():
+        assert last in sql, name
+        # (the product totals name the loads already counted too, after the new lines: "held")
+        assert not any(batch in sql.split("held", 1)[0] for batch in earlier), name
     incremental = snapshot(warehouse)
     assert incremental["silver.invoice_totals"]
+    orders = dict(warehouse.execute("select stock_code, orders from gold.product_performance").fetchall())
+    assert orders == dict(
+        warehouse.execute(
+            "select stock_code, count(distinct invoice_no) from silver.transactions "
+            "where line_type = 'sale' group by stock_code"
+        ).fetchall()
+    )
 
     full = dbt("build", "--full-refresh")
     assert full.returncode == 0, full.stdout[-3000:]
     assert "and true" in compiled_test(tmp_path, "at_least_transactions_unit_price")  # a full refresh tests all
+    assert "where true" in compiled(tmp_path, "models/silver/product_totals.sql")  # and rebuilds from every line
+    assert last not in compiled(tmp_path, "tests/reconcile_revenue_gold_silver_bronze.sql")
     assert snapshot(warehouse) == incremental
+
+    # A corrected second file (a day dropped, a description changed) supersedes its load: the product totals,
+    # which cannot take lines back out, rebuild from every line; the daily facts rebuild the days of both loads.
+    corrected = [row for row in parts[1] if row[4].date() != parts[1][0][4].date()]
+    corrected[0] = [*corrected[0][:2], "A DESCRIPTION ONLY THE CORRECTION HAS", *corrected[0][3:]]
+    path = write_csv(tmp_path / "part2_corrected.csv", [HEADER, *corrected])
+    assert run_ingest(upload(path, keys[1])).state == "success"
+    build = dbt("build")
+    assert build.returncode == 0, build.stdout[-3000:]
+    assert "where true" in compiled(tmp_path, "models/silver/product_totals.sql")
+    corrected_incremental = snapshot(warehouse)
+    assert corrected_incremental != incremental
+    assert dbt("build", "--full-refresh").returncode == 0
+    assert snapshot(warehouse) == corrected_incremental
+
+
+def test_tests_narrowed_to_untested_loads_fail_until_a_build_passes_them(
+    tmp_path, reset_warehouse, upload, run_ingest, dbt, warehouse
+) -> None:
+    """The reconciliation checks only the loads silver.tested_loads does not hold: a build whose gold disagrees
+    with silver fails on the new load, and so does the next one (the load is still untested), until a build
+    passes; only then does tested_loads take the load."""
+    broken = tmp_path / "dbt"
+    shutil.copytree(DBT_PROJECT_DIR, broken, ignore=shutil.ignore_patterns("target", "logs"))
+    summary = broken / "models" / "gold" / "monthly_sales_summary.sql"
+    summary.write_text(
+        summary.read_text().replace(
+            "coalesce(monthly.revenue, 0) as revenue,", "coalesce(monthly.revenue, 0) + 1 as revenue,"
+        )
+    )
+    rows = sample_rows(invoices=120)
+    middle = rows[len(rows) // 2][4]
+    first = write_csv(tmp_path / "first.csv", [HEADER, *[row for row in rows if row[4] < middle]])
+    second = write_csv(tmp_path / "second.csv", [HEADER, *[row for row in rows if row[4] >= middle]])
+    reset_warehouse()
+    assert run_ingest(upload(first, "incoming/tested/first.csv")).state == "success"
+    assert dbt("build").returncode == 0
+    assert run_ingest(upload(second, "incoming/tested/second.csv")).state == "success"
+    second_batch = current_batch(warehouse, "incoming/tested/second.csv")
+
+    for _ in range(2):
+        assert dbt("build", project=broken).returncode != 0
+        status = results(tmp_path)
+        assert status["reconcile_revenue_gold_silver_bronze"] == "fail"
+        assert status["tested_loads"] == "skipped"
+        assert second_batch in compiled(tmp_path, "tests/reconcile_revenue_gold_silver_bronze.sql")
+
+    build = dbt("build")
+    assert build.returncode == 0, build.stdout[-3000:]
+    tested = {batch for (batch,) in warehouse.execute("select batch_id::text from silver.tested_loads").fetchall()}
+    assert second_batch in tested
 
 
 def test_lines_a_failed_build_left_behind_are_tested_until_their_file_is_corrected(

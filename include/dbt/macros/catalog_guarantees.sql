@@ -42,9 +42,11 @@
     model keeps its own). nulls not distinct: like group by, it counts nulls as equal values. Text
     columns are indexed bytewise (collate "C"), which builds about twice as fast and means the same
     uniqueness: in a deterministic collation two texts are equal only when their bytes are. Put the
-    most selective column first: a build compares mostly on it.
+    most selective column first: a build compares mostly on it. bytewise=false indexes them in the
+    column's own collation instead, for an index that joins on the column (a dimension that tests probe)
+    must use: PostgreSQL uses an index only for comparisons in its collation.
 -#}
-{% macro ensure_unique_index(columns) -%}
+{% macro ensure_unique_index(columns, bytewise=true) -%}
     {%- set is_text = {} -%}
     {%- for column in adapter.get_columns_in_relation(this) -%}
         {%- do is_text.update({column.name: column.is_string()}) -%}
@@ -54,7 +56,7 @@
         if not {{ unique_index_exists(this, columns, nulls_equal=true) }} then
             create unique index on {{ this }} (
                 {%- for column in columns -%}
-                    {{ column }}{{ ' collate "C"' if is_text.get(column) }}{{ ', ' if not loop.last }}
+                    {{ column }}{{ ' collate "C"' if bytewise and is_text.get(column) }}{{ ', ' if not loop.last }}
                 {%- endfor -%}
             ) nulls not distinct;
         end if;
@@ -145,3 +147,46 @@ group by {{ column_name }}
 having count(*) > 1
 
 {% endmacro %}
+
+{#-
+    Post-hook: a plain index on the columns (in this order, in their own collation), created unless a
+    valid index of the relation already starts with exactly them. dbt's `indexes` config creates its
+    indexes only when it creates the table, so an incremental model that gains an index keeps building
+    without it until a --full-refresh: this adds it to the table as it stands.
+-#}
+{% macro ensure_index(columns) -%}
+    do $ensure_index$
+    begin
+        if not exists (
+            select 1 from pg_catalog.pg_index as index_
+            where
+                index_.indrelid = {{ relation_oid(this) }}
+                and index_.indisvalid
+                and index_.indpred is null
+                and index_.indexprs is null
+                and (
+                    select array_agg(attribute.attname::text order by key.position)
+                    from unnest((index_.indkey::int2 [])[0:{{ columns | length - 1 }}]) with ordinality as key (attnum, position)
+                    inner join pg_catalog.pg_attribute as attribute
+                        on attribute.attrelid = index_.indrelid and attribute.attnum = key.attnum
+                ) = {{ sql_array(columns, 'text') }}
+        ) then
+            create index on {{ this }} ({{ columns | join(', ') }});
+        end if;
+    end
+    $ensure_index$
+{%- endmacro %}
+
+{#-
+    Post-hook (project-wide): statistics for an incremental model right after it is built whole. A
+    table dbt creates from a query has none until autovacuum gets to it, and the incremental runs that
+    follow would be planned blind (passes over the whole table where an index probe would do). A
+    sample of rows, not a pass: cheap beside the build it follows. Incremental runs add too few rows to
+    matter, and their queries name the new loads literally.
+-#}
+{% macro analyze_after_full_build() -%}
+    {%- if execute and model.resource_type == 'model' and config.get('materialized') == 'incremental'
+        and not is_incremental() -%}
+        analyze {{ this }}
+    {%- endif -%}
+{%- endmacro %}

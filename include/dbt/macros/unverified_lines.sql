@@ -14,6 +14,12 @@
     build), or in a --full-refresh (which rebuilds every line, perhaps by changed code), every line is
     tested.
 
+    Tests whose verdict also depends on a model built after transactions (a dimension the line must be
+    in, a fact row, the reconciliation) cannot take invoice_totals as their witness: invoice_totals is
+    built before them. They name __untested_lines__ (a model with source_key and batch_id) or
+    __untested_rows__ (a model with a batch_ids array, GIN-indexed: the daily facts) instead, whose witness
+    is silver.tested_loads, built only after every test of every model it depends on passed.
+
     dbt documents overriding get_where_subquery as the way to compute a test's `where` at run time.
 -#}
 {% macro postgres__get_where_subquery(relation) -%}
@@ -23,6 +29,12 @@
     {%- endif -%}
     {%- if '__unverified_lines__' in where -%}
         {%- set where = where | replace('__unverified_lines__', unverified_lines_condition()) -%}
+    {%- endif -%}
+    {%- if '__untested_lines__' in where -%}
+        {%- set where = where | replace('__untested_lines__', untested_lines_condition()) -%}
+    {%- endif -%}
+    {%- if '__untested_rows__' in where -%}
+        {%- set where = where | replace('__untested_rows__', untested_rows_condition()) -%}
     {%- endif -%}
     {%- set filtered -%}
         (select * from {{ relation }} where {{ where }}) dbt_subquery
@@ -45,12 +57,53 @@
     matching the keys and the batches as two lists matches the pairs.
 -#}
 {% macro unverified_lines_condition() -%}
-    {%- if not execute or flags.FULL_REFRESH -%}
+    {%- set loads = loads_not_witnessed('model.retail.invoice_totals') -%}
+    {%- if loads is none -%}
         {{- return('true') -}}
     {%- endif -%}
-    {%- set verified = graph_relation('model.retail.invoice_totals') -%}
-    {%- if verified is none -%}
+    {{- return(lines_of(loads)) -}}
+{%- endmacro %}
+
+{#- SQL: the line's load is one silver.tested_loads does not hold. -#}
+{% macro untested_lines_condition() -%}
+    {%- set loads = loads_not_witnessed('model.retail.tested_loads') -%}
+    {%- if loads is none -%}
         {{- return('true') -}}
+    {%- endif -%}
+    {{- return(lines_of(loads)) -}}
+{%- endmacro %}
+
+{#- SQL: the row (batch_ids) was built from a load silver.tested_loads does not hold. -#}
+{% macro untested_rows_condition() -%}
+    {%- set loads = loads_not_witnessed('model.retail.tested_loads') -%}
+    {%- if loads is none -%}
+        {{- return('true') -}}
+    {%- endif -%}
+    {{- return('batch_ids && ' ~ sql_array(loads.batch_ids, 'uuid')) -}}
+{%- endmacro %}
+
+{#- SQL: a line of one of these loads. A batch is the load of one key, so matching the keys and the batches
+    as two lists matches the pairs. -#}
+{% macro lines_of(loads) -%}
+    {{- return(
+        'source_key = any(' ~ sql_array(loads.source_keys, 'text') ~ ')'
+        ~ ' and batch_id = any(' ~ sql_array(loads.batch_ids, 'uuid') ~ ')'
+    ) -}}
+{%- endmacro %}
+
+{#-
+    The current loads the witness model (a model with source_key and batch_id) does not hold, as lists
+    {source_keys, batch_ids}; none when every load is to be checked: not executing, a --full-refresh, or
+    no witness yet. Looked up when the test is compiled, as the incremental models' rebuild sets are, so
+    the planner sees the real keys and batches and the compiled test shows which loads it checked.
+-#}
+{% macro loads_not_witnessed(witness_id) -%}
+    {%- if not execute or flags.FULL_REFRESH -%}
+        {{- return(none) -}}
+    {%- endif -%}
+    {%- set witness = graph_relation(witness_id) -%}
+    {%- if witness is none -%}
+        {{- return(none) -}}
     {%- endif -%}
     {%- set query -%}
         select ledger.source_key, ledger.batch_id::text as batch_id
@@ -59,16 +112,47 @@
             ledger.status = 'loaded'
             and ledger.superseded_by is null
             and not exists (
-                select 1 from {{ verified }} as verified
+                select 1 from {{ witness }} as witnessed
                 where
-                    verified.source_key = ledger.source_key
-                    and verified.batch_id = ledger.batch_id
+                    witnessed.source_key = ledger.source_key
+                    and witnessed.batch_id = ledger.batch_id
             )
         order by ledger.source_key, ledger.batch_id
     {%- endset -%}
     {%- set loads = run_query(query) -%}
-    {{- return(
-        'source_key = any(' ~ sql_array(loads.columns[0].values(), 'text') ~ ')'
-        ~ ' and batch_id = any(' ~ sql_array(loads.columns[1].values(), 'uuid') ~ ')'
-    ) -}}
+    {{- return({
+        'source_keys': loads.columns[0].values() | list,
+        'batch_ids': loads.columns[1].values() | list,
+    }) -}}
+{%- endmacro %}
+
+{#-
+    The months of the sale lines of these loads (the lists of loads_not_witnessed), as 'YYYY-MM-DD' month
+    starts: the months the reconciliation checks when it is narrowed to the untested loads.
+-#}
+{% macro sale_months_of(loads) -%}
+    {%- set query -%}
+        select distinct date_trunc('month', lines.invoice_date)::date::text as month_start
+        from {{ graph_relation('model.retail.transactions') }} as lines
+        where
+            lines.source_key = any({{ sql_array(loads.source_keys, 'text') }})
+            and lines.batch_id = any({{ sql_array(loads.batch_ids, 'uuid') }})
+            and lines.line_type = 'sale'
+        order by month_start
+    {%- endset -%}
+    {{- return(run_query(query).columns[0].values() | list) -}}
+{%- endmacro %}
+
+{#-
+    SQL: the day column falls in one of the months, as ranges, so that an index on the day serves it
+    (false when there is no month).
+-#}
+{% macro in_months(column, months) -%}
+    {%- set ranges = [] -%}
+    {%- for month in months -%}
+        {%- do ranges.append(
+            '(' ~ column ~ " >= date '" ~ month ~ "' and " ~ column ~ " < date '" ~ month ~ "' + interval '1 month')"
+        ) -%}
+    {%- endfor -%}
+    {{- '(' ~ (ranges | join(' or ') if ranges else 'false') ~ ')' -}}
 {%- endmacro %}

@@ -7,26 +7,19 @@ products as (
 
 ),
 
-product_lines as (
-
-    -- every line of a product is a sale, a cancellation or an adjustment
-    select * from {{ ref('transactions') }}
-    where not is_non_product
-
-),
-
 line_totals as (
 
+    -- the running totals of every code (silver.product_totals): a product's lines are sales, cancellations
+    -- and adjustments
     select
         stock_code,
-        coalesce(sum(quantity) filter (where line_type = 'sale'), 0)::bigint as units_sold,
-        coalesce(sum(line_amount) filter (where line_type = 'sale'), 0) as revenue,
-        count(distinct invoice_no) filter (where line_type = 'sale') as orders,
-        count(distinct customer_id) filter (where line_type = 'sale') as customers,
-        coalesce(sum(-quantity) filter (where line_type != 'sale'), 0)::bigint as units_returned
+        coalesce(units_sold, 0)::bigint as units_sold,
+        coalesce(revenue, 0) as revenue,
+        orders,
+        customers,
+        coalesce(units_returned, 0)::bigint as units_returned
 
-    from product_lines
-    group by stock_code
+    from {{ ref('product_totals') }}
 
 ),
 

@@ -1,8 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='invoice_date',
+        incremental_strategy='append',
         on_schema_change='append_new_columns',
         indexes=[
             {'columns': ['batch_ids'], 'type': 'gin'},
@@ -10,7 +9,7 @@
         pre_hook="
             {% if is_incremental() %}
                 delete from {{ this }}
-                where invoice_date = any({{ sales_daily_days_to_rebuild() }})
+                where invoice_date = any({{ daily_days_to_rebuild(['sale']) }})
             {% endif %}
         ",
         post_hook="{{ ensure_unique_index(['invoice_date', 'stock_code', 'country']) }}",
@@ -19,9 +18,10 @@
 
 {#-
     Incremental: only the days of loads no row was built from yet, and of rows built from loads since
-    superseded, are rebuilt, from all their sale lines; see macros/sales_daily_days_to_rebuild.sql.
-    delete+insert on invoice_date replaces those days; the pre-hook also clears a day left without any
-    sale (a corrected file that drops it), which delete+insert alone could not see.
+    superseded, are rebuilt, from all their sale lines; see macros/daily_days_to_rebuild.sql.
+    The pre-hook deletes those days (also a day left without any sale, a corrected file that drops it)
+    and the run appends them: dbt's delete+insert would delete them again with a pass over the whole
+    table.
 -#}
 
 with
@@ -33,7 +33,7 @@ sale_lines as (
         line_type = 'sale'
 
         {% if is_incremental() %}
-        and invoice_date = any({{ sales_daily_days_to_rebuild() }})
+        and invoice_date = any({{ daily_days_to_rebuild(['sale']) }})
         {% endif %}
 
 ),

@@ -1,8 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='source_key',
+        incremental_strategy='append',
         indexes=[
             {'columns': ['source_key', 'batch_id']},
         ],

@@ -1,8 +1,7 @@
 {{
     config(
         materialized='incremental',
-        incremental_strategy='delete+insert',
-        unique_key='source_key',
+        incremental_strategy='append',
         indexes=[
             {'columns': ['source_key', 'batch_id']},
             {'columns': ['invoice_date']},
@@ -16,6 +15,8 @@
         post_hook=[
             "{{ ensure_unique_index(['transaction_id']) }}",
             "{{ ensure_unique_index(['source_row', 'source_key', 'source_sheet']) }}",
+            "{{ ensure_index(['stock_code', 'invoice_no']) }}",
+            "{{ ensure_index(['stock_code', 'customer_id']) }}",
         ],
     )
 }}
@@ -24,8 +25,12 @@
     Incremental: only the source keys whose current load this table does not hold yet (or whose
     superseded load it still holds) are rebuilt, from all their current rows; the ledger says which
     (macros/transactions_source_keys_to_rebuild.sql), so a load that commits late is never skipped.
-    delete+insert on source_key replaces those keys; the pre-hook also clears a key whose new load
-    produced no line at all (every row set aside), which delete+insert alone could not see.
+    The pre-hook deletes those keys' lines (also a key whose new load produced no line at all, every row
+    set aside) and the run appends the new ones: dbt's delete+insert would delete them again with a pass
+    over every line (its `in (select ...)` from the new rows is planned as a scan).
+    The (stock_code, invoice_no) and (stock_code, customer_id) indexes are for product_totals, which
+    probes them for the pairs its distinct counts have already counted; a post-hook (ensure_index) adds
+    them to a table built before them, which dbt's `indexes` config would not.
 -#}
 
 with
