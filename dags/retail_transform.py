@@ -14,8 +14,9 @@ test still fails the tasks that depend on it and names itself in the failure ale
 
 - **silver**: `transactions` (cleaned, deduplicated, flagged; incremental by file), `invoice_totals` (its
   lines summed per invoice; incremental by file), `dim_date`, `dim_product`, `dim_customer`,
-  `fact_sales_daily` (date × product × country; incremental by day), `fact_returns_daily`, and the rows
-  set aside;
+  `fact_sales_daily` and `fact_returns_daily` (date × product × country; incremental by day), the rows
+  set aside, `product_totals` and `product_descriptions` (running totals for the product marts), and
+  `tested_loads` (the loads every test has passed on: the next build tests only the others);
 - **gold**: `monthly_sales_summary`, `country_sales`, `product_performance`, `customer_rfm`.
 
 On success `publish_gold_report` renders the gold report (one self-contained HTML page: monthly revenue
