@@ -138,31 +138,32 @@ def _rows_overlapping(cur: psycopg.Cursor, batch_id: str, key: str, days: tuple[
     if not cur.fetchone()[0]:
         return 0
     # This load's rows are not in the table's statistics yet: the planner would take them for a few rows and
-    # probe the other files once per row. A hash semi-join reads each side once.
+    # probe the other files once per row. A hash semi-join reads each side once. The reset is not in a
+    # `finally`: after an error it would fail in the aborted transaction and hide the error (and the setting
+    # ends with the transaction anyway).
     cur.execute("set local enable_nestloop = off")
-    try:
-        cur.execute(
-            sql.SQL(
-                """
-                select count(*) from bronze.retail_transactions as new_row
-                where
-                    new_row.batch_id = %(batch_id)s
-                    and exists (
-                        select 1 {}
-                            and other.invoice_date = new_row.invoice_date
-                            and (other.invoice_no, other.stock_code, other.description, other.quantity,
-                                 other.unit_price, other.customer_id, other.country)
-                                is not distinct from
-                                (new_row.invoice_no, new_row.stock_code, new_row.description, new_row.quantity,
-                                 new_row.unit_price, new_row.customer_id, new_row.country)
-                    )
-                """
-            ).format(others_on_those_days),
-            bounds,
-        )
-        return cur.fetchone()[0]
-    finally:
-        cur.execute("reset enable_nestloop")
+    cur.execute(
+        sql.SQL(
+            """
+            select count(*) from bronze.retail_transactions as new_row
+            where
+                new_row.batch_id = %(batch_id)s
+                and exists (
+                    select 1 {}
+                        and other.invoice_date = new_row.invoice_date
+                        and (other.invoice_no, other.stock_code, other.description, other.quantity,
+                             other.unit_price, other.customer_id, other.country)
+                            is not distinct from
+                            (new_row.invoice_no, new_row.stock_code, new_row.description, new_row.quantity,
+                             new_row.unit_price, new_row.customer_id, new_row.country)
+                )
+            """
+        ).format(others_on_those_days),
+        bounds,
+    )
+    (overlapping,) = cur.fetchone()
+    cur.execute("reset enable_nestloop")
+    return overlapping
 
 
 def copy_into_bronze(
