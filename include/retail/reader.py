@@ -177,12 +177,17 @@ def _read_csv(path: Path, source_name: str) -> SourceContents:
     text, encoding = _decode(data, source_name)
     if encoding != "utf-8" or data.startswith(b"\xef\xbb\xbf"):
         data = text.encode("utf-8")
+    _, _, sheet = _csv_sheet(data, text, source_name)
+    return SourceContents(sheets=[sheet], ignored_sheets=[], encoding=encoding)
+
+
+def _csv_sheet(data: bytes, text: str, source_name: str) -> tuple[str, pl.DataFrame, Sheet]:
+    """Parse the CSV's first (or only) piece, UTF-8 ``data`` decoded as ``text``, with the separator its first line
+    uses most: the separator, the grid of cells and the sheet it makes. Rejected, saying what row 1 holds, when
+    row 1 is not the contract's header."""
     first_line = text[: text.find("\n")] if "\n" in text else text
     separator = max(CSV_SEPARATORS, key=first_line.count)
-    try:
-        grid = pl.read_csv(io.BytesIO(data), has_header=False, infer_schema=False, separator=separator, quote_char='"')
-    except pl.exceptions.PolarsError as error:
-        raise contract.FileRejected(source_name, f"not a well-formed CSV file ({without_paths(error)})") from error
+    grid = _parse_csv(data, separator, source_name)
     sheet = _sheet_from_grid(grid, None, source_name, 1)
     if sheet is None:
         header = next(csv.reader([first_line.rstrip("\r")], delimiter=separator), [])
@@ -191,7 +196,7 @@ def _read_csv(path: Path, source_name: str) -> SourceContents:
             f"row 1 is read as the header but has none of the contract's columns ({_CONTRACT_HEADINGS}); "
             f"it holds {header}",
         )
-    return SourceContents(sheets=[sheet], ignored_sheets=[], encoding=encoding)
+    return separator, grid, sheet
 
 
 def _shown(grid: pl.DataFrame, cells: int = 10) -> list[object]:
@@ -295,17 +300,7 @@ def _csv_batches(path: Path, source_name: str, batch_rows: int, found: BatchedSo
     pieces = _csv_pieces(path, codec, skip, batch_rows)
     first = next(pieces, b"")
     text = first.decode("utf-8")
-    first_line = text[: text.find("\n")] if "\n" in text else text
-    separator = max(CSV_SEPARATORS, key=first_line.count)
-    grid = _parse_csv(first, separator, source_name)
-    sheet = _sheet_from_grid(grid, None, source_name, 1)
-    if sheet is None:
-        header = next(csv.reader([first_line.rstrip("\r")], delimiter=separator), [])
-        raise contract.FileRejected(
-            source_name,
-            f"row 1 is read as the header but has none of the contract's columns ({_CONTRACT_HEADINGS}); "
-            f"it holds {header}",
-        )
+    separator, grid, sheet = _csv_sheet(first, text, source_name)
     schema = dict.fromkeys(grid.columns, pl.String)  # a later line with more fields breaks it, as in one read
     next_row = 1 + grid.height  # source_row numbers the parsed lines, header first, as _read_csv does
     del grid, first, text
