@@ -154,22 +154,30 @@ def _decode(data: bytes, source_name: str) -> tuple[str, str]:
             try:
                 return data[len(bom) :].decode(f"{encoding}-le" if bom == b"\xff\xfe" else encoding), encoding
             except UnicodeDecodeError as error:
-                raise contract.FileRejected(
-                    source_name, f"the CSV starts as {encoding.upper()} but does not decode as it ({error.reason})"
-                ) from error
-    head = data[:4096]
-    if head.count(0) > _WIDE_TEXT_NUL_SHARE * len(head):
-        raise contract.FileRejected(
-            source_name,
-            "the CSV looks like UTF-16 without a byte-order mark, which cannot be told apart from other "
-            "encodings: save it as CSV UTF-8, or as Unicode text with its byte-order mark",
-        )
+                raise _undecodable_after_bom(source_name, encoding, error) from error
+    _refuse_wide_text_without_bom(data[:4096], source_name)
     for encoding in CSV_ENCODINGS:
         try:
             return data.decode(encoding), encoding
         except UnicodeDecodeError:
             continue
     raise AssertionError("unreachable: ISO-8859-1 decodes any byte")
+
+
+def _undecodable_after_bom(source_name: str, encoding: str, error: UnicodeDecodeError) -> contract.FileRejected:
+    return contract.FileRejected(
+        source_name, f"the CSV starts as {encoding.upper()} but does not decode as it ({error.reason})"
+    )
+
+
+def _refuse_wide_text_without_bom(head: bytes, source_name: str) -> None:
+    """Many NUL bytes in the first 4 KB: UTF-16 with no byte-order mark, which no decoding order can tell."""
+    if head.count(0) > _WIDE_TEXT_NUL_SHARE * len(head):
+        raise contract.FileRejected(
+            source_name,
+            "the CSV looks like UTF-16 without a byte-order mark, which cannot be told apart from other "
+            "encodings: save it as CSV UTF-8, or as Unicode text with its byte-order mark",
+        )
 
 
 def _read_csv(path: Path, source_name: str) -> SourceContents:
@@ -339,16 +347,9 @@ def _csv_encoding(path: Path, source_name: str) -> tuple[str, str, int]:
             codec = f"{encoding}-le" if bom == b"\xff\xfe" else encoding
             error = _decoding_error(path, codec, len(bom))
             if error is not None:
-                raise contract.FileRejected(
-                    source_name, f"the CSV starts as {encoding.upper()} but does not decode as it ({error.reason})"
-                ) from error
+                raise _undecodable_after_bom(source_name, encoding, error) from error
             return encoding, codec, len(bom)
-    if head.count(0) > _WIDE_TEXT_NUL_SHARE * len(head):
-        raise contract.FileRejected(
-            source_name,
-            "the CSV looks like UTF-16 without a byte-order mark, which cannot be told apart from other "
-            "encodings: save it as CSV UTF-8, or as Unicode text with its byte-order mark",
-        )
+    _refuse_wide_text_without_bom(head, source_name)
     for encoding in CSV_ENCODINGS:
         if _decoding_error(path, encoding, 0) is None:
             return encoding, encoding, 0
