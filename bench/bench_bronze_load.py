@@ -18,13 +18,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.fresh_process import measure_in_child
 from devstack import REPO_ROOT
 from devstack.aws import BUCKET
 from devstack.stack import Stack
@@ -105,23 +104,6 @@ def run_floor(stack: Stack) -> dict:
 WAYS = {"project": run_project, "common": run_common, "floor": run_floor}
 
 
-def measure(way: str, home: Path) -> dict:
-    """One run of ``way`` in a child process: its result and its peak resident memory."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", __spec__.name, "--child", way, "--home", str(home)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,  # where `-m bench...` finds the package
-    )
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{way} run failed")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_mb"] = usage.ru_maxrss / 1024
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
@@ -143,7 +125,7 @@ def main() -> None:
     for round_number in range(1, args.repeat + 1):
         for way in ("floor", "project", "common"):  # side by side, interleaved, on the same machine state
             reset(stack)
-            results[way].append(measure(way, args.home))
+            results[way].append(measure_in_child(__spec__.name, way, args.home))
             print(f"round {round_number} {way:8} {results[way][-1]['seconds']:7.2f} s", flush=True)
 
     median = {way: statistics.median(run["seconds"] for run in runs) for way, runs in results.items()}

@@ -31,6 +31,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.fresh_process import measure_in_child
 from devstack import REPO_ROOT
 from devstack.aws import BUCKET
 from devstack.stack import Stack
@@ -138,22 +139,6 @@ def reset(stack: Stack, path: Path, key: str) -> None:
     stack.boto3_client("s3").upload_file(str(path), BUCKET, key)
 
 
-def measure(key: str, home: Path) -> dict:
-    process = subprocess.Popen(
-        [sys.executable, "-m", __spec__.name, "--child", key, "--home", str(home)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"the load of {key} failed")
-    result = json.loads(output.strip().splitlines()[-1])
-    result["peak_mb"] = usage.ru_maxrss / 1024
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=1)
@@ -200,7 +185,7 @@ def main() -> None:
             for name, (path, rows) in inputs.items():
                 key = f"incoming/bench_memory/{path.name}"
                 reset(stack, path, key)
-                run = measure(key, args.home)
+                run = measure_in_child(__spec__.name, key, args.home)
                 if run["rows_loaded"] + run["rows_rejected"] != rows:
                     raise SystemExit(f"{name}: {run}")
                 results[name].append(run)
