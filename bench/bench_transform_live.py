@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
-import time
 from datetime import UTC, datetime
 
 import psycopg
 
+from bench.bench_transform import plain_build_seconds
 from devstack import REPO_ROOT
 from devstack.airflow_api import AirflowApi
 from devstack.aws import BUCKET
 from devstack.stack import Stack
-from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
 WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 KEY = "incoming/bench-transform-live/online_retail.xlsx"
@@ -99,10 +97,7 @@ def main() -> None:
         os.environ.update(stack.environment())  # the plain build reaches the same warehouse as the DAG
         plain, dag = [], []
         for round_number in range(1, args.repeat + 1):
-            stack.reset_warehouse(bronze=False)
-            clock = time.perf_counter()
-            subprocess.run([str(DBT_EXECUTABLE), "build", "--quiet"], cwd=DBT_PROJECT_DIR, check=True)
-            plain.append(time.perf_counter() - clock)
+            plain.append(plain_build_seconds(stack))
 
             stack.reset_warehouse(bronze=False)
             dag.append(timed_dag_run(api))
