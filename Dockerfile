@@ -39,10 +39,10 @@ COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 include/ /opt/airflow/include/
 
-# The manifest, built now so that parsing the DAG never runs dbt, where include/retail/dbt_project.py says
+# The manifest, built now so that parsing the DAG never runs dbt, where include/retail/transform/dbt_project.py says
 # (its `parse` fails the build when no manifest was written there). `dbt parse` needs a profile but does not
 # connect: include/dbt/profiles.yml reads these placeholders, which are not secrets.
 RUN DBT_LOG_PATH=/tmp/dbt-logs \
     RETAIL_DBT_HOST=localhost RETAIL_DBT_PORT=5432 RETAIL_DBT_USER=retail_transformer \
     RETAIL_DBT_PASSWORD=not-a-secret-parse-does-not-connect RETAIL_DBT_DATABASE=retail \
-    python -m include.retail.dbt_project parse
+    python -m include.retail.transform.dbt_project parse

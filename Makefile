@@ -11,8 +11,8 @@ DBT_VENV := .venv-dbt
 DBT_LOCK := requirements/dbt-py312.lock
 DBT := $(CURDIR)/$(DBT_VENV)/bin/dbt
 DBT_DIR := include/dbt
-# The manifest's path is include/retail/dbt_project.py's (DBT_MANIFEST); make needs it as a file target.
-MANIFEST := $(shell python3 -m include.retail.dbt_project manifest)
+# The manifest's path is include/retail/transform/dbt_project.py's (DBT_MANIFEST); make needs it as a file target.
+MANIFEST := $(shell python3 -m include.retail.transform.dbt_project manifest)
 DBT_SOURCES := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/tests -type f 2>/dev/null) \
 	$(DBT_DIR)/dbt_project.yml $(DBT_DIR)/profiles.yml
 UV_VERSION := 0.13.9
@@ -50,7 +50,7 @@ $(DBT_VENV)/.synced: $(DBT_LOCK) | $(UV)
 # Cosmos renders the transform DAG from this manifest, so parsing the DAG never runs dbt.
 $(MANIFEST): $(DBT_VENV)/.synced $(DBT_SOURCES)
 	@echo "Parsing the dbt project into its manifest and docs site (about 15 s) ..." >&2
-	@python3 -m include.retail.dbt_project parse >&2
+	@python3 -m include.retail.transform.dbt_project parse >&2
 
 .PHONY: venv
 venv: $(VENV)/.synced $(DBT_VENV)/.synced $(MANIFEST) ## build the Airflow and dbt virtualenvs and the dbt manifest

@@ -4,7 +4,7 @@ Each measurement runs in a fresh child process, so that its peak memory (ru_maxr
 is its own. Both ways start from the same object in the same moto S3 bucket and end with the rows
 committed in the same PostgreSQL cluster (the embedded stack's, in a database of their own):
 
-- project: ``include.retail.ingest.ingest_object`` — S3 download, fastexcel, contract typing,
+- project: ``include.retail.ingest.load.ingest_object`` — S3 download, fastexcel, contract typing,
   COPY through a temporary table, ledger, move to processed/ — exactly what the DAG task runs;
 - common:  boto3 download, ``pandas.read_excel(engine="openpyxl")``, ``DataFrame.to_sql``;
 - floor:   decompressing the sheet's XML out of the .xlsx, the least any reader must do.
@@ -40,7 +40,7 @@ def bench_url(stack: Stack) -> str:
 def prepare(stack: Stack) -> None:
     import psycopg
 
-    from include.retail.warehouse import apply_ddl
+    from include.retail.platform.warehouse import apply_ddl
 
     with psycopg.connect(stack.postgres.url(), autocommit=True) as conn:
         if not conn.execute("select 1 from pg_database where datname = %s", (BENCH_DATABASE,)).fetchone():
@@ -65,7 +65,7 @@ def run_project(stack: Stack) -> dict:
     import psycopg
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from include.retail.ingest import ingest_object
+    from include.retail.ingest.load import ingest_object
 
     s3 = S3Hook(aws_conn_id="aws_default")
     with psycopg.connect(bench_url(stack), autocommit=True) as conn:

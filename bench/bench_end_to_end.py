@@ -27,7 +27,7 @@ from devstack.airflow_api import AirflowApi
 from devstack.airflow_services import ADMIN_USER
 from devstack.aws import BUCKET
 from devstack.stack import Stack
-from include.retail.assets import INCOMING_UPLOADS
+from include.retail.platform.assets import INCOMING_UPLOADS
 
 WORKBOOK = REPO_ROOT.parent / "shared" / "data" / "online_retail.xlsx"
 READY_TIMEOUT = 300

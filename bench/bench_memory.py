@@ -8,7 +8,7 @@ Inputs, the big ones generated in a temporary folder from the real rows repeated
 - ``csv 541,909``: the real CSV export;
 - ``csv 3,000,000``: the CSV export's data lines repeated.
 
-Each is uploaded to the moto bucket and loaded by ``include.retail.ingest.ingest_object`` (what the
+Each is uploaded to the moto bucket and loaded by ``include.retail.ingest.load.ingest_object`` (what the
 ``ingest_file`` task runs, as ``bench_bronze_load`` does) in a fresh process, into an emptied database of its
 own. Reported per input: the peak resident memory of the process (``RUSAGE_SELF``), of its reader child
 (``RUSAGE_CHILDREN`` once the child has been waited for), and of both (wait4's ``ru_maxrss``, the larger).
@@ -101,7 +101,7 @@ def run_load(stack: Stack, key: str) -> dict:
     import psycopg
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from include.retail.ingest import ingest_object
+    from include.retail.ingest.load import ingest_object
 
     s3 = S3Hook(aws_conn_id="aws_default")
     with psycopg.connect(url(stack), autocommit=True) as conn:
@@ -121,7 +121,7 @@ def run_load(stack: Stack, key: str) -> dict:
 def prepare(stack: Stack) -> None:
     import psycopg
 
-    from include.retail.warehouse import apply_ddl
+    from include.retail.platform.warehouse import apply_ddl
 
     with psycopg.connect(stack.postgres.url(), autocommit=True) as conn:
         if not conn.execute("select 1 from pg_database where datname = %s", (DATABASE,)).fetchone():

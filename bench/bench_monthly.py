@@ -2,7 +2,7 @@
 
 The real rows (the CSV export of the workbook, 541,909 rows) are split by invoice month into 13 files, written to a
 temporary directory (never the repository). Each file is uploaded under ``incoming/monthly/`` and loaded by
-``include.retail.ingest.ingest_object`` as the loader role (what the ``ingest_file`` task runs), then transformed by
+``include.retail.ingest.load.ingest_object`` as the loader role (what the ``ingest_file`` task runs), then transformed by
 one plain ``dbt build`` of include/dbt: the same command the transform DAG's producer runs, without Airflow around it,
 so that the figure is the transform's own cost. Two phases, each on an emptied warehouse:
 
@@ -94,7 +94,7 @@ class Pipeline:
     """Ingest and transform on the bench's own stack, as production would run them one after the other."""
 
     def __init__(self, stack: Stack, work: Path) -> None:
-        from include.retail.dbt_project import DBT_PROJECT_DIR
+        from include.retail.transform.dbt_project import DBT_PROJECT_DIR
 
         self.stack = stack
         self.project = DBT_PROJECT_DIR
@@ -105,8 +105,8 @@ class Pipeline:
         import psycopg
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from include.retail.ingest import ingest_object
-        from include.retail.warehouse import LOADER_ROLE
+        from include.retail.ingest.load import ingest_object
+        from include.retail.platform.warehouse import LOADER_ROLE
 
         key = f"{PREFIX}/{path.name}"
         self.stack.boto3_client("s3").upload_file(str(path), BUCKET, key)
@@ -118,7 +118,7 @@ class Pipeline:
         return seconds
 
     def dbt(self, command: str, *options: str, project: Path | None = None) -> None:
-        from include.retail.dbt_project import DBT_EXECUTABLE
+        from include.retail.transform.dbt_project import DBT_EXECUTABLE
 
         arguments = [str(DBT_EXECUTABLE), command, *options, "--quiet", "--target-path", str(self.target)]
         subprocess.run(arguments, cwd=project or self.project, env=self.env, check=True)

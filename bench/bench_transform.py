@@ -28,7 +28,7 @@ KEY = "incoming/bench/online_retail.xlsx"
 
 def plain_build_seconds(stack: Stack) -> float:
     """One plain `dbt build` from an empty silver and gold (bronze kept), in the stack's environment."""
-    from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+    from include.retail.transform.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
     stack.reset_warehouse(bronze=False)
     clock = time.perf_counter()

@@ -38,10 +38,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag
 
-from include.retail import config
-from include.retail.detection import Trigger, chosen_trigger
-from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files
-from include.retail.upload_sensor import SENSOR_RETRY_ARGS, IncomingFilesSensor
+from include.retail.platform import config
+from include.retail.detect.events import Trigger, chosen_trigger
+from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files
+from include.retail.detect.sensor import SENSOR_RETRY_ARGS, IncomingFilesSensor
 
 
 @dag(

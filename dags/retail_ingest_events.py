@@ -23,8 +23,8 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from include.retail.detection import Trigger, chosen_trigger, watched_uploads
-from include.retail.ingest_tasks import INGEST_DEFAULT_ARGS, keys_from_events, load_files
+from include.retail.detect.events import Trigger, chosen_trigger, watched_uploads
+from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, keys_from_events, load_files
 
 
 @dag(

@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag
 from cosmos import DbtTaskGroup
 
-from include.retail.alerts import alert_on_failure
-from include.retail.assets import BRONZE_TRANSACTIONS
-from include.retail.transform_tasks import announce_transform, cosmos_configs, follow_the_build, publish_gold_report
+from include.retail.platform.alerts import alert_on_failure
+from include.retail.platform.assets import BRONZE_TRANSACTIONS
+from include.retail.transform.tasks import announce_transform, cosmos_configs, follow_the_build, publish_gold_report
 
 
 @dag(

@@ -29,8 +29,8 @@ from devstack.progress import Clock, LogFollower
 from devstack.stack import Stack
 from devstack.stale_runs import fail_orphaned_runs, orphaned_runs
 from devstack.warehouse import OWNER_ROLE
-from include.retail import ledger
-from include.retail.ledger import Status
+from include.retail.ingest import ledger
+from include.retail.ingest.ledger import Status
 
 # What a part of the stack being down or dying looks like to the CLI: reported in one line, not a traceback.
 STACK_ERRORS = (
@@ -73,8 +73,8 @@ def upload(stack: Stack, path: Path) -> str:
 
 def _layer_rows(stack: Stack) -> dict[str, int]:
     """Rows per layer, counted as the transform's SNS summary counts them."""
-    from include.retail.dbt_project import DBT_MANIFEST
-    from include.retail.reports import DbtProject, layer_counts
+    from include.retail.transform.dbt_project import DBT_MANIFEST
+    from include.retail.transform.summary import DbtProject, layer_counts
 
     with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
         return layer_counts(conn, DbtProject.from_manifest(DBT_MANIFEST))
@@ -262,7 +262,7 @@ def run_dbt(stack: Stack, args: list[str]) -> int:
 
     Its artifacts go to ``<stack>/dbt-target``: ``include/dbt/target`` holds the manifest Cosmos renders from.
     """
-    from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+    from include.retail.transform.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
     stack.postgres.start()
     stack.warehouse.prepare()

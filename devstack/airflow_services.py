@@ -20,7 +20,7 @@ from devstack import REPO_ROOT
 from devstack.processes import read_pid, spawn, stop_group
 from devstack.stale_runs import OrphanedRun, fail_orphaned_runs
 from devstack.state import StackState, free_port, port_open
-from include.retail.dbt_project import cosmos_docs_setting
+from include.retail.transform.dbt_project import cosmos_docs_setting
 
 ADMIN_USER = "admin"
 # The Airflow services `make up` runs, each in a process group of its own: `airflow <name>`, and the two task

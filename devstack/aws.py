@@ -51,7 +51,7 @@ def provision_upload_events(
 
     Idempotent. As on AWS, S3 sends an ``s3:TestEvent`` to the queue when the notification is configured.
     """
-    from include.retail import config
+    from include.retail.platform import config
 
     dead_url = sqs.create_queue(QueueName=dead_letters, Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dead_arn = _queue_arn(sqs, dead_url)

@@ -243,7 +243,7 @@ def provision_owner(superuser_url: str, database: str, owner: str, password: str
     from psycopg import sql
     from psycopg.conninfo import make_conninfo
 
-    from include.retail.warehouse import password_verifier
+    from include.retail.platform.warehouse import password_verifier
 
     role = sql.Identifier(owner)
     with psycopg.connect(superuser_url, autocommit=True) as conn:
@@ -295,7 +295,7 @@ def main() -> None:
 
     from airflow.sdk import BaseHook
 
-    from include.retail import config
+    from include.retail.platform import config
 
     parser = argparse.ArgumentParser(
         prog="python -m devstack.postgres",

@@ -3,7 +3,7 @@
 Everything lives under one state directory (``.devstack/`` for ``make``, a temporary one in tests),
 runs on 127.0.0.1 on free ports chosen once and remembered (devstack/state.py), and is reached the way AWS
 would be: through Airflow connections and Variables, which ``Stack.environment()`` spells out as
-``AIRFLOW_*`` variables named after include/retail/config.py. ``up`` and ``down`` can be called any number
+``AIRFLOW_*`` variables named after include/retail/platform/config.py. ``up`` and ``down`` can be called any number
 of times. Each part is a module of its own; ``Stack`` puts them together.
 """
 
@@ -19,8 +19,8 @@ from devstack.moto_server import MotoServer
 from devstack.postgres import SUPERUSER, PostgresCluster, cluster_root
 from devstack.state import StackState
 from devstack.warehouse import OWNER_ROLE, Warehouse
-from include.retail import config
-from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
+from include.retail.platform import config
+from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
 
 DEFAULT_HOME = REPO_ROOT / ".devstack"
 

@@ -14,7 +14,7 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from include.retail.dbt_project import DBT_MANIFEST, DBT_PROJECT_DIR
+from include.retail.transform.dbt_project import DBT_MANIFEST, DBT_PROJECT_DIR
 from mwaa import REPO_ROOT, DeployError
 
 DEFAULT_OUT = REPO_ROOT / "build" / "mwaa"
@@ -161,7 +161,7 @@ def build_bundle(
     dags = out / "dags"
     shutil.rmtree(dags, ignore_errors=True)
     # MWAA puts the dags folder on sys.path, so `from include.retail import ...` finds dags/include/,
-    # and include/retail/dbt_project.py finds the dbt project beside it, at dags/include/dbt.
+    # and include/retail/transform/dbt_project.py finds the dbt project beside it, at dags/include/dbt.
     bundled_dbt_project = dags / "include" / "dbt"
     _copy_files(sorted((repo / "dags").glob("*.py")), repo / "dags", dags)
     _copy_files(bundle_files(repo / "include" / "retail"), repo, dags)

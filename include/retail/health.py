@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from include.retail import config, ledger
+from include.retail.platform import config
+
+from include.retail.ingest import ledger
 
 OK, WARNING, CRITICAL = 0, 1, 2
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}

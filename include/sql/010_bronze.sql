@@ -27,7 +27,7 @@ create table if not exists bronze.load_ledger (
     constraint load_ledger_status_check check (status in ('loaded', 'duplicate', 'rejected', 'failed'))
 );
 
--- Ledgers created before a status was added take the current list (include/retail/ledger.py, Status).
+-- Ledgers created before a status was added take the current list (include/retail/ingest/ledger.py, Status).
 alter table bronze.load_ledger drop constraint if exists load_ledger_status_check;
 alter table bronze.load_ledger add constraint load_ledger_status_check
     check (status in ('loaded', 'duplicate', 'rejected', 'failed'));
@@ -72,7 +72,7 @@ create table if not exists bronze.retail_transactions (
     loaded_at timestamptz not null default now()
 );
 
--- A load sets its lineage for its own transaction (include/retail/bronze.py, copy_into_bronze), so COPY
+-- A load sets its lineage for its own transaction (include/retail/ingest/bronze.py, copy_into_bronze), so COPY
 -- writes the file's rows straight into this table: no staging table and no second pass over the rows.
 -- Outside a load the settings are unset or empty, the default is null, and the row is refused.
 alter table bronze.retail_transactions

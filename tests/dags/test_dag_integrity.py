@@ -91,7 +91,7 @@ def test_an_unknown_setting_is_an_import_error_naming_the_choices(monkeypatch: p
 
 
 def test_the_sensor_has_neither_check_fn_nor_soft_fail_and_alerts_at_its_first_failed_try(dagbag: DagBag) -> None:
-    from include.retail.alerts import alert_on_first_retry
+    from include.retail.platform.alerts import alert_on_first_retry
 
     sensor = dagbag.dags["retail_ingest"].get_task("wait_for_files")
     assert sensor.check_fn is None

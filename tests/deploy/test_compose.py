@@ -2,7 +2,7 @@
 
 No Docker engine is needed: the file is read as Compose reads it (YAML anchors and merges, then ``${VAR}``
 interpolation from .env.example), and each service's settings are checked against what the DAGs read
-(include/retail/config.py), the paths in the repository and the other services.
+(include/retail/platform/config.py), the paths in the repository and the other services.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from devstack import aws as devstack_aws
-from include.retail import config, warehouse
+from include.retail.platform import config, warehouse
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yaml"
@@ -298,8 +298,8 @@ def test_init_prepares_everything_with_the_existing_modules(airflow_services: di
     script = command_text(init)
     assert "airflow db migrate" in script
     assert re.search(r"python -m devstack\.aws --endpoint-url http://moto:5000\b", script)
-    assert "python -m include.retail.warehouse" in script
-    assert "python -m include.retail.dbt_project parse" in script, "init rebuilds the mounted project's manifest"
+    assert "python -m include.retail.platform.warehouse" in script
+    assert "python -m include.retail.transform.dbt_project parse" in script, "init rebuilds the mounted project's manifest"
     # Every `python -m` module resolves, through the service's mounts and PYTHONPATH, to a repository file.
     mounts = bind_mounts(init)
     pythonpath = environment(init)["PYTHONPATH"].split(":")

@@ -27,9 +27,9 @@ import pytest
 from cfnlint.decode import decode, decode_str
 
 from devstack.aws import MAX_RECEIVES
-from include.retail import config
-from include.retail.detection import Trigger
-from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
+from include.retail.platform import config
+from include.retail.detect.events import Trigger
+from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
 from mwaa.rehearsal import NO_VALUE, Unrenderable, created_resources, evaluate_condition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,7 @@ SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsM
 # the account's public access block with it; it reads a setting and opens no bucket or object.
 ACCOUNT_LEVEL_S3_ACTIONS = frozenset({"s3:getaccountpublicaccessblock"})
 
-# What the pipeline's code does in S3 (include/retail/ingest.py, ingest_tasks.py, the S3KeySensor), per prefix.
+# What the pipeline's code does in S3 (include/retail/ingest/load.py, ingest_tasks.py, the S3KeySensor), per prefix.
 PIPELINE_PREFIXES = ("incoming/", "processed/", "quarantine/", "failed/", "reports/")
 EXPECTED_EXECUTION_ROLE_S3 = {
     "arn:aws:s3:::{DataBucket}": {"s3:ListBucket"},

@@ -283,7 +283,7 @@ from airflow.utils.file import list_py_file_paths
 dags = os.environ["AIRFLOW__CORE__DAGS_FOLDER"]
 # As MWAA's DAG processor and task runner do: the DAG folder is the bundle, and goes on sys.path.
 bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
-import include.retail.dbt_project as dbt_project
+import include.retail.transform.dbt_project as dbt_project
 transform = bag.dags.get("retail_transform")
 producer = transform.get_task("dbt.dbt_producer_watcher") if transform else None
 print("RESULT " + json.dumps({
@@ -371,7 +371,7 @@ def test_upload_syncs_the_bundle_into_the_mwaa_bucket(stack, tmp_path: Path) -> 
         "dags/retail_ingest.py",
         "dags/retail_transform.py",
         "dags/.airflowignore",
-        "dags/include/retail/dbt_project.py",
+        "dags/include/retail/transform/dbt_project.py",
         "dags/include/dbt/target/manifest.json",
         "plugins.zip",
         "requirements.txt",

@@ -49,7 +49,7 @@ def _die(*_args, **_kwargs):
 def install(stage: Stage) -> None:
     """Replace the function at ``stage`` (looked up through its module at call time) with a death."""
     if stage is Stage.DURING_COPY:
-        bronze = importlib.import_module("include.retail.bronze")
+        bronze = importlib.import_module("include.retail.ingest.bronze")
         copy_frame = bronze._copy_frame
 
         def copy_half_then_die(cur, table, columns, frame):
@@ -58,9 +58,9 @@ def install(stage: Stage) -> None:
 
         bronze._copy_frame = copy_half_then_die
     elif stage is Stage.AFTER_COMMIT:
-        importlib.import_module("include.retail.ingest")._move = _die
+        importlib.import_module("include.retail.ingest.load")._move = _die
     elif stage is Stage.AFTER_MOVE:
-        importlib.import_module("include.retail.ingest").announce_batches = _die
+        importlib.import_module("include.retail.ingest.load").announce_batches = _die
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from devstack.airflow_services import AIRFLOW_SERVICES
 from devstack.processes import alive, read_pid, spawn, stop_group
 from devstack.stack import Stack
 from devstack.warehouse import DATABASE, OWNER_ROLE
-from include.retail.warehouse import LOADER_ROLE, provision_logins
+from include.retail.platform.warehouse import LOADER_ROLE, provision_logins
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +78,7 @@ def test_up_twice_is_harmless_and_down_leaves_nothing(own_stack: Stack) -> None:
 
 def test_the_admin_connection_owns_the_warehouse_but_is_no_superuser(stack: Stack) -> None:
     """The connection every task's environment holds can apply the DDL, and cannot run shell commands."""
-    from include.retail.warehouse import apply_ddl
+    from include.retail.platform.warehouse import apply_ddl
 
     admin_url = stack.environment()["AIRFLOW_CONN_RETAIL_WAREHOUSE_ADMIN"]
     with psycopg.connect(admin_url, autocommit=True) as conn:

@@ -13,7 +13,7 @@ import pytest
 
 from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
-from include.retail.warehouse import LOADER_ROLE
+from include.retail.platform.warehouse import LOADER_ROLE
 
 pytestmark = pytest.mark.integration
 
@@ -139,7 +139,7 @@ def test_what_became_of_an_upload_is_its_latest_ledger_row_since_the_upload(
     """ledger.latest_row_of: what `make demo` prints; a second upload of the same content is a duplicate."""
     from datetime import UTC
 
-    from include.retail.ledger import Status, latest_row_of
+    from include.retail.ingest.ledger import Status, latest_row_of
 
     path = write_csv(tmp_path / "demo_like.csv", [HEADER, *rows(4, invoice_start=615000)])
     before = datetime.now(UTC)
@@ -305,8 +305,8 @@ def test_two_runs_taking_the_same_file_at_once_load_it_once_and_the_second_skips
     """The waiting DAG and a `retail_ingest_file` run can both take one file: the key lock orders them."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from include.retail import config
-    from include.retail.ingest import AlreadyHandled, ingest_object
+    from include.retail.platform import config
+    from include.retail.ingest.load import AlreadyHandled, ingest_object
 
     key = upload(
         write_workbook(tmp_path / "raced.xlsx", {"Online Retail": [HEADER, *rows(40, 660000)]}), "incoming/raced.xlsx"

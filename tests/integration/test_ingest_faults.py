@@ -21,8 +21,9 @@ import pytest
 
 from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
-from include.retail import config, ingest
-from include.retail.ledger import failed_files
+from include.retail.platform import config
+from include.retail.ingest import load as ingest
+from include.retail.ingest.ledger import failed_files
 
 pytestmark = pytest.mark.integration
 
@@ -210,7 +211,7 @@ def test_s3_down_during_the_quarantine_is_retried_and_the_file_rejected_once(
 def test_s3_down_while_alerting_retries_the_alert_and_sends_it_once(
     quick_retries, stack, tmp_path, upload, run_ingest, ledger, monkeypatch
 ) -> None:
-    from include.retail import alerts
+    from include.retail.platform import alerts
 
     path = tmp_path / "notes.txt"
     path.write_text("not a retail file")
@@ -361,7 +362,7 @@ def test_a_killed_task_leaves_no_copy_of_its_input_behind(stack, tmp_path, uploa
     child = textwrap.dedent(
         f"""
         import os, signal
-        from include.retail import ingest
+        from include.retail.ingest import load as ingest
         with ingest.scratch_folder({key!r}) as folder:
             (folder / "input.csv").write_text("a copy of the input")
             print(folder, flush=True)
@@ -383,8 +384,8 @@ def test_a_killed_task_leaves_no_copy_of_its_input_behind(stack, tmp_path, uploa
 
 
 def test_read_limits_are_airflow_variables_over_the_readers_defaults(stack, monkeypatch) -> None:
-    from include.retail.ingest_tasks import read_limits
-    from include.retail.sandboxed_read import ReadLimits
+    from include.retail.ingest.tasks import read_limits
+    from include.retail.ingest.sandboxed_read import ReadLimits
 
     assert read_limits() == ReadLimits()
     variable = config.READ_LIMIT_VARIABLE_PREFIX + "max_memory_mb"

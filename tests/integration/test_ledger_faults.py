@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.sample import HEADER, sample_rows, write_workbook
-from include.retail.ledger import batches_missing_from_silver, unannounced_batches
+from include.retail.ingest.ledger import batches_missing_from_silver, unannounced_batches
 from tests.integration.faults import Stage, kill_ingest_at
 from tests.integration.test_transform import snapshot
 
@@ -141,7 +141,7 @@ def test_a_retry_of_the_announcing_run_announces_again_what_it_marked(warehouse,
     same run finds the batches it marked, so a task that died there still emits the event."""
     import psycopg
 
-    from include.retail.ledger import batches_announced_by, mark_announced
+    from include.retail.ingest.ledger import batches_announced_by, mark_announced
 
     stack.reset_warehouse()
     with psycopg.connect(stack.warehouse_url("retail_loader"), autocommit=True) as conn:

@@ -16,7 +16,7 @@ import pytest
 from devstack.aws import BUCKET
 from devstack.report import fetch_latest, run
 from devstack.stack import Stack
-from include.retail.gold_report import LATEST_KEY, publish, share
+from include.retail.transform.gold_report import LATEST_KEY, publish, share
 
 pytestmark = [pytest.mark.integration]
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from devstack.sample import HEADER, write_workbook
-from include.retail.dbt_project import DBT_MANIFEST, DBT_PROJECT_DIR
+from include.retail.transform.dbt_project import DBT_MANIFEST, DBT_PROJECT_DIR
 
 pytestmark = [pytest.mark.integration]
 
@@ -152,7 +152,7 @@ def test_the_gold_report_shows_golds_numbers_and_the_summary_links_it(real_trans
     import urllib.request
 
     from devstack.aws import BUCKET
-    from include.retail.gold_report import LATEST_KEY, REPORT_KEY_METADATA, TOP, embedded_data
+    from include.retail.transform.gold_report import LATEST_KEY, REPORT_KEY_METADATA, TOP, embedded_data
 
     (alert,) = real_transform.alerts
     key = re.search(rf"Gold report: s3://{BUCKET}/(reports/gold-[0-9T-]+Z\.html) ", alert["message"]).group(1)
@@ -245,7 +245,7 @@ def test_incremental_loads_equal_one_whole_load(
     """The workbook split by date into two files, each loaded and transformed in turn, equals it loaded whole."""
     import subprocess
 
-    from include.retail.dbt_project import DBT_EXECUTABLE
+    from include.retail.transform.dbt_project import DBT_EXECUTABLE
 
     whole = pl.read_csv(real_csv, infer_schema=False)
     first, second = tmp_path / "until_june.csv", tmp_path / "from_june.csv"
@@ -303,8 +303,8 @@ def test_failing_dbt_test_stops_dependent_models_and_alerts(
 
 def _typed_sheets(path: Path, key: str):
     """A file read and typed as the ingest task does, for loads the test drives itself."""
-    from include.retail.contract import type_rows
-    from include.retail.reader import read_source
+    from include.retail.ingest.contract import type_rows
+    from include.retail.ingest.reader import read_source
 
     contents = read_source(path, key)
     return [type_rows(sheet.raw, sheet.written_as, sheet_name=sheet.name) for sheet in contents.sheets]
@@ -333,8 +333,8 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
     import psycopg
 
     from devstack.sample import sample_rows, write_csv
-    from include.retail.ingest import load_into_bronze
-    from include.retail.ledger import SourceFile, batches_missing_from_silver
+    from include.retail.ingest.load import load_into_bronze
+    from include.retail.ingest.ledger import SourceFile, batches_missing_from_silver
 
     rows = sample_rows(invoices=300)
     middle = len(rows) // 2

@@ -26,7 +26,7 @@ import pytest
 
 from devstack.sample import HEADER, sample_rows, write_csv, write_workbook
 from devstack.stack import Stack
-from include.retail.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
+from include.retail.transform.dbt_project import DBT_EXECUTABLE, DBT_PROJECT_DIR
 
 pytestmark = [pytest.mark.integration]
 

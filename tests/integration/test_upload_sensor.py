@@ -17,8 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from include.retail import config
-from include.retail.upload_sensor import INCOMING_FILES_PATTERN
+from include.retail.platform import config
+from include.retail.detect.sensor import INCOMING_FILES_PATTERN
 
 pytestmark = pytest.mark.integration
 

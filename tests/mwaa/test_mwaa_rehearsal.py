@@ -23,7 +23,7 @@ from packaging.utils import canonicalize_name
 from devstack import sample
 from devstack.airflow_api import AirflowApi
 from devstack.aws import read_alerts
-from include.retail import config
+from include.retail.platform import config
 from mwaa.rehearsal import delete_secret, load_template, put_secret, render_deployment
 from tests.mwaa.rehearsal_stack import (
     AIRFLOW_HOME,
@@ -52,8 +52,8 @@ TRANSFORM_TIMEOUT = 1200
 SYNC_TIMEOUT = 300
 BREAK_TIMEOUT = 300
 # The breaking changes.
-LEFT_OUT_FILE = "include/retail/reports.py"
-LEFT_OUT_MODULE = "include.retail.reports"
+LEFT_OUT_FILE = "include/retail/transform/summary.py"
+LEFT_OUT_MODULE = "include.retail.transform.summary"
 MISSING_CONNECTION = config.WAREHOUSE_TRANSFORM_CONN_ID
 MISSING_PACKAGE, MISSING_MODULE = "astronomer-cosmos", "cosmos"
 

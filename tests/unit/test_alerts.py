@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import pytest
 from airflow.sdk import DAG
 
-from include.retail import alerts, config
-from include.retail.alerts import SUBJECT_MAX_CHARS, failure_alert, publish_with_retries, subject_line
+from include.retail.platform import alerts, config
+from include.retail.platform.alerts import SUBJECT_MAX_CHARS, failure_alert, publish_with_retries, subject_line
 
 
 def test_subject_line_is_one_line_within_the_sns_limit() -> None:

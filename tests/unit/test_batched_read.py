@@ -9,10 +9,10 @@ import polars as pl
 import pytest
 
 from devstack.sample import HEADER, sample_rows, write_csv, write_workbook
-from include.retail import workbook_limits
-from include.retail.contract import MAX_CELL_CHARACTERS, FileRejected
-from include.retail.reader import iter_batches, read_source
-from include.retail.sandboxed_read import read_typed
+from include.retail.ingest import workbook_limits
+from include.retail.ingest.contract import MAX_CELL_CHARACTERS, FileRejected
+from include.retail.ingest.reader import iter_batches, read_source
+from include.retail.ingest.sandboxed_read import read_typed
 from tests import hostile_files
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from include.retail.contract import COLUMNS, FileRejected, check_rejected_share, match_header, type_rows
+from include.retail.ingest.contract import COLUMNS, FileRejected, check_rejected_share, match_header, type_rows
 
 WRITTEN_AS = {
     "invoice_no": "InvoiceNo",
@@ -201,7 +201,7 @@ def test_the_contract_and_the_reader_import_no_airflow() -> None:
     import sys
 
     probe = (
-        "import sys, include.retail.contract, include.retail.reader, include.retail.sandboxed_read\n"
+        "import sys, include.retail.ingest.contract, include.retail.ingest.reader, include.retail.ingest.sandboxed_read\n"
         "print(sorted(name for name in sys.modules if name.split('.')[0] == 'airflow'))"
     )
     repo = Path(__file__).resolve().parents[2]

@@ -1,4 +1,4 @@
-"""S3 event messages to keys (include/retail/detection.py): what the events DAG loads from each message."""
+"""S3 event messages to keys (include/retail/detect/events.py): what the events DAG loads from each message."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from urllib.parse import quote_plus
 
 import pytest
 
-from include.retail.detection import keys_from_asset_events, keys_from_message_body
-from include.retail.upload_sensor import INCOMING_FILES_PATTERN
+from include.retail.detect.events import keys_from_asset_events, keys_from_message_body
+from include.retail.detect.sensor import INCOMING_FILES_PATTERN
 
 
 def s3_event(*keys: str, event_name: str = "ObjectCreated:Put") -> str:

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from include.retail.gold_report import (
+from include.retail.transform.gold_report import (
     LATEST_KEY,
     GoldReport,
     Quality,
@@ -18,7 +18,7 @@ from include.retail.gold_report import (
     figures,
     render_html,
 )
-from include.retail.reports import DbtRun, Revenue, transform_summary
+from include.retail.transform.summary import DbtRun, Revenue, transform_summary
 
 MONTHLY = [
     {

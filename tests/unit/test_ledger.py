@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from include.retail.ledger import Status
+from include.retail.ingest.ledger import Status
 
 BRONZE_SQL = Path(__file__).resolve().parents[2] / "include" / "sql" / "010_bronze.sql"
 

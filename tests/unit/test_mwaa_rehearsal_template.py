@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from psycopg import pq
 
-from include.retail import config
-from include.retail.detection import Trigger, keys_from_message_body
-from include.retail.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
+from include.retail.platform import config
+from include.retail.detect.events import Trigger, keys_from_message_body
+from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
 from mwaa.rehearsal import (
     CONTAINER_AWS,
     Deployment,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from devstack.sample import HEADER, write_csv, write_workbook
-from include.retail.contract import FileRejected
-from include.retail.reader import read_source
+from include.retail.ingest.contract import FileRejected
+from include.retail.ingest.reader import read_source
 
 ROWS = [
     [

@@ -6,7 +6,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from include.retail.reports import DbtRun, Revenue, load_summary, nothing_to_announce, transform_summary
+from include.retail.transform.summary import DbtRun, Revenue, load_summary, nothing_to_announce, transform_summary
 
 # A dbt build's target/run_results.json (schema v6, what dbt 1.11 writes; tests/dbt checks it against dbt's own
 # schema): models that succeeded, data tests that passed, warned and were skipped, and a unit test.

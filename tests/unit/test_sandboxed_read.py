@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from include.retail.contract import FileRejected
-from include.retail.sandboxed_read import ReadLimits, read_typed
+from include.retail.ingest.contract import FileRejected
+from include.retail.ingest.sandboxed_read import ReadLimits, read_typed
 from tests import hostile_files
 
 

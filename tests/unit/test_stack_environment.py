@@ -1,4 +1,4 @@
-"""The embedded stack sets every connection and Variable that include/retail/config.py names, under the
+"""The embedded stack sets every connection and Variable that include/retail/platform/config.py names, under the
 environment variable names Airflow reads them from, and no other: a name renamed in config.py fails here."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from devstack.stack import Stack
-from include.retail import config
+from include.retail.platform import config
 
 CONFIG = vars(config)
 CONNECTION_IDS = {value for name, value in CONFIG.items() if name.endswith("_CONN_ID")}

@@ -1,4 +1,4 @@
-"""The upload sensor of ``retail_ingest`` (detection by ``sensor``, include/retail/detection.py)."""
+"""The upload sensor of ``retail_ingest`` (detection by ``sensor``, include/retail/detect/events.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 from airflow.providers.amazon.aws.sensors.s3 import S3KeySensor
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
-from include.retail import config
-from include.retail.alerts import alert_on_first_retry
+from include.retail.platform import config
+from include.retail.platform.alerts import alert_on_first_retry
 
 # Any key under incoming/ but a folder marker (`incoming/`, `incoming/2026/`: what the S3 console's
 # "Create folder" writes). fnmatch's `*` crosses slashes, so files in sub-folders match too.

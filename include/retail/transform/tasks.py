@@ -16,8 +16,8 @@ from cosmos import ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.constants import PRODUCER_WATCHER_TASK_ID, ExecutionMode, InvocationMode, LoadMode, TestBehavior
 from cosmos.profiles import PostgresUserPasswordProfileMapping
 
-from include.retail import config
-from include.retail.dbt_project import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
+from include.retail.platform import config
+from include.retail.transform.dbt_project import DBT_EXECUTABLE, DBT_MANIFEST, DBT_PROJECT_DIR
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def keep_run_results(project_dir: str, context) -> None:
 
     A run without it (dbt died before writing it) must still end as dbt ended, so this only logs.
     """
-    from include.retail.reports import DbtRun
+    from include.retail.transform.summary import DbtRun
 
     try:
         statuses = DbtRun.from_file(Path(project_dir) / "target" / "run_results.json").statuses
@@ -125,7 +125,7 @@ def _dbt_statuses(ti, producer_task_id: str) -> dict[str, str]:
 
 @task
 def publish_gold_report(producer_task_id: str, ti=None) -> dict:
-    """Render the gold report (include/retail/gold_report.py) and write it to ``s3://<bucket>/reports/``, dated
+    """Render the gold report (include/retail/transform/gold_report.py) and write it to ``s3://<bucket>/reports/``, dated
     and as ``latest.html``; return its bucket and dated key, for the summary. Skipped, as the summary is, when
     gold is empty."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -133,8 +133,8 @@ def publish_gold_report(producer_task_id: str, ti=None) -> dict:
     from airflow.sdk import Variable
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from include.retail import gold_report
-    from include.retail.reports import DbtProject, DbtRun, layer_counts, nothing_to_announce
+    from include.retail.transform import gold_report
+    from include.retail.transform.summary import DbtProject, DbtRun, layer_counts, nothing_to_announce
 
     dbt_run = DbtRun(_dbt_statuses(ti, producer_task_id))
     conn = PostgresHook(postgres_conn_id=config.WAREHOUSE_TRANSFORM_CONN_ID).get_conn()
@@ -165,9 +165,9 @@ def announce_transform(
     from airflow.sdk import Variable
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from include.retail.alerts import publish
-    from include.retail.gold_report import share
-    from include.retail.reports import (
+    from include.retail.platform.alerts import publish
+    from include.retail.transform.gold_report import share
+    from include.retail.transform.summary import (
         DbtProject,
         DbtRun,
         gold_revenue,

@@ -14,14 +14,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from include.retail import config
-from include.retail.alerts import subject_line
-from include.retail.ledger import Status
+from include.retail.platform import config
+from include.retail.platform.alerts import subject_line
+from include.retail.ingest.ledger import Status
 
 if TYPE_CHECKING:
     import psycopg
 
-    from include.retail.gold_report import ReportLink
+    from include.retail.transform.gold_report import ReportLink
 
 
 def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict] = ()) -> tuple[str, str]:
@@ -158,7 +158,7 @@ def transform_summary(
     report: ReportLink | None = None,
 ) -> tuple[str, str]:
     """Subject and body of the message announcing a successful transform; its tests are those dbt ran, and
-    ``report`` the gold report published for it (include/retail/gold_report.py)."""
+    ``report`` the gold report published for it (include/retail/transform/gold_report.py)."""
     tests = dbt_run.data_tests()
     passed, ran = tests.get("pass", 0), sum(tests.values())
     subject = (

@@ -25,7 +25,7 @@ from urllib.parse import unquote_plus
 from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowSkipException
 
-from include.retail import config
+from include.retail.platform import config
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def watched_uploads():
     from airflow.providers.common.messaging.triggers.msg_queue import MessageQueueTrigger
     from airflow.sdk import Asset, AssetWatcher
 
-    from include.retail.assets import INCOMING_UPLOADS
+    from include.retail.platform.assets import INCOMING_UPLOADS
 
     queue_url = Variable.get(config.UPLOADS_QUEUE_VARIABLE, default=None)
     if not queue_url:

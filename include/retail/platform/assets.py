@@ -12,7 +12,7 @@ BRONZE_TRANSACTIONS = Asset(
 )
 
 # Uploads under incoming/, announced by the bucket's event notifications (detection by events): the Asset
-# retail_ingest_events is scheduled on; include/retail/detection.py gives it its watcher.
+# retail_ingest_events is scheduled on; include/retail/detect/events.py gives it its watcher.
 INCOMING_UPLOADS = Asset(
     name="retail_incoming_uploads",
     uri="s3://retail-landing/incoming/",

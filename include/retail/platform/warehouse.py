@@ -1,7 +1,7 @@
 """The warehouse's DDL and grants (``include/sql/``), and the logins of its job roles, applied idempotently.
 
 The same step runs everywhere, through the owner's connection (``retail_warehouse_admin``): as the first
-task of every ingest run, and as ``python -m include.retail.warehouse`` (the docker-compose init service).
+task of every ingest run, and as ``python -m include.retail.platform.warehouse`` (the docker-compose init service).
 That is how a private RDS instance gets its schema and logins without anybody reaching it by hand.
 
 The scripts run only when they changed since they were last applied (their digest is kept as the comment of
@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 # Serialises concurrent applications (two runs starting together) on one database.
 _DDL_LOCK_KEY = 0x7265_7461_696C  # "retail"
@@ -90,7 +90,7 @@ def prepare_warehouse() -> list[str]:
     from airflow.providers.postgres.hooks.postgres import PostgresHook
     from airflow.sdk import BaseHook
 
-    from include.retail import config
+    from include.retail.platform import config
 
     job_connections = {LOADER_ROLE: config.WAREHOUSE_CONN_ID, TRANSFORMER_ROLE: config.WAREHOUSE_TRANSFORM_CONN_ID}
     logins = {}

@@ -21,9 +21,9 @@ from pathlib import Path
 import fastexcel
 import polars as pl
 
-from include.retail import contract
-from include.retail.contract import COLUMNS, HEADINGS, MAX_CELL_CHARACTERS, match_header
-from include.retail.workbook_limits import SheetPart, WorkbookLayout, formulas_without_result, without_paths
+from include.retail.ingest import contract
+from include.retail.ingest.contract import COLUMNS, HEADINGS, MAX_CELL_CHARACTERS, match_header
+from include.retail.ingest.workbook_limits import SheetPart, WorkbookLayout, formulas_without_result, without_paths
 
 SUPPORTED_SUFFIXES = (".xlsx", ".csv")
 
@@ -416,7 +416,7 @@ def _csv_pieces(path: Path, codec: str, skip: int, batch_rows: int) -> Iterator[
 def _workbook_batches(
     path: Path, source_name: str, layout: WorkbookLayout, batch_rows: int, found: BatchedSource
 ) -> Iterator[SheetBatch]:
-    from include.retail.workbook_limits import unsaved_formulas
+    from include.retail.ingest.workbook_limits import unsaved_formulas
 
     try:
         workbook = fastexcel.read_excel(path)

@@ -11,8 +11,8 @@ import json
 import logging
 import time
 
-from include.retail import config
-from include.retail.dbt_project import DBT_MANIFEST
+from include.retail.platform import config
+from include.retail.transform.dbt_project import DBT_MANIFEST
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """COPY a file's typed rows into bronze, inside the caller's load transaction (``ingest.load_into_bronze``, which
-writes the file's ledger row in the same transaction through ``include.retail.ledger``).
+writes the file's ledger row in the same transaction through ``include.retail.ingest.ledger``).
 
 Rows go straight into ``bronze.retail_transactions`` with COPY, batch by batch as the reader yields them, so
 PostgreSQL writes one batch while the next is read. The file's lineage is not in the COPY stream: the load sets
@@ -22,8 +22,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from include.retail.contract import COLUMNS, REPORT_SAMPLE_ROWS, TypedSheet
-from include.retail.ledger import SourceFile, Status
+from include.retail.ingest.contract import COLUMNS, REPORT_SAMPLE_ROWS, TypedSheet
+from include.retail.ingest.ledger import SourceFile, Status
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The ingest DAGs' tasks, their default args and wiring: Airflow glue around ``include.retail.ingest``.
+"""The ingest DAGs' tasks, their default args and wiring: Airflow glue around ``include.retail.ingest.load``.
 
 Both DAGs load through ``load_files``: `retail_ingest` feeds it the files its sensor found under incoming/,
 `retail_ingest_file` the one key a user names. The task ids are the same in both, so alerts, logs and tests
@@ -17,16 +17,16 @@ from airflow.sdk import Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.task.trigger_rule import TriggerRule
 
-from include.retail import config
-from include.retail.alerts import alert_on_failure
-from include.retail.assets import BRONZE_TRANSACTIONS
+from include.retail.platform import config
+from include.retail.platform.alerts import alert_on_failure
+from include.retail.platform.assets import BRONZE_TRANSACTIONS
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import psycopg
 
-    from include.retail.sandboxed_read import ReadLimits
+    from include.retail.ingest.sandboxed_read import ReadLimits
 
 # Faults of the platform (a database restart, S3 unreachable or throttling) are retried with backoff; after
 # the last try ingest_file records the file `failed` (ingest.ingest_or_record_failed). The file's faults are
@@ -64,7 +64,7 @@ def _s3():
 def read_limits() -> ReadLimits:
     """The reader's limits, each overridable by the Airflow Variable ``config.READ_LIMIT_VARIABLE_PREFIX`` +
     the field's name; unset ones keep their documented default."""
-    from include.retail.sandboxed_read import ReadLimits
+    from include.retail.ingest.sandboxed_read import ReadLimits
 
     return ReadLimits.from_settings(lambda name: Variable.get(config.READ_LIMIT_VARIABLE_PREFIX + name, default=None))
 
@@ -72,8 +72,8 @@ def read_limits() -> ReadLimits:
 @task
 def list_incoming() -> list[str]:
     """The keys the waiting run loads (ingest.keys_to_load); stands down when detection is by events."""
-    from include.retail.detection import Trigger, stand_down_unless
-    from include.retail.ingest import keys_to_load
+    from include.retail.detect.events import Trigger, stand_down_unless
+    from include.retail.ingest.load import keys_to_load
 
     stand_down_unless(Trigger.SENSOR)
     return keys_to_load(_s3(), _bucket())
@@ -84,9 +84,9 @@ def keys_from_events(triggering_asset_events=None) -> list[str]:
     """The keys a run woken by upload events loads: those its events announce, and whatever else waits
     under incoming/: an event lost or left behind (apache/airflow#56050) never strands a file. Stands down
     when detection is by sensor."""
-    from include.retail.assets import INCOMING_UPLOADS
-    from include.retail.detection import Trigger, keys_from_asset_events, stand_down_unless
-    from include.retail.ingest import MAX_FILES_PER_EVENT_RUN, keys_to_load
+    from include.retail.platform.assets import INCOMING_UPLOADS
+    from include.retail.detect.events import Trigger, keys_from_asset_events, stand_down_unless
+    from include.retail.ingest.load import MAX_FILES_PER_EVENT_RUN, keys_to_load
 
     stand_down_unless(Trigger.EVENTS)
     announced = keys_from_asset_events(triggering_asset_events[INCOMING_UPLOADS] if triggering_asset_events else [])
@@ -105,7 +105,7 @@ def keys_from_events(triggering_asset_events=None) -> list[str]:
 
 @task
 def apply_warehouse_ddl() -> list[str]:
-    from include.retail.warehouse import prepare_warehouse
+    from include.retail.platform.warehouse import prepare_warehouse
 
     return prepare_warehouse()
 
@@ -117,8 +117,8 @@ def apply_warehouse_ddl() -> list[str]:
 )
 def ingest_file(key: str, run_id: str | None = None) -> dict:
     """Load one file; the contract's rejection (already quarantined) becomes Airflow's no-retry failure."""
-    from include.retail.contract import FileRejected
-    from include.retail.ingest import ingest_or_record_failed
+    from include.retail.ingest.contract import FileRejected
+    from include.retail.ingest.load import ingest_or_record_failed
 
     context = get_current_context()
     context["file_key"] = key  # type: ignore[typeddict-unknown-key]
@@ -147,7 +147,7 @@ def ingest_file(key: str, run_id: str | None = None) -> dict:
 @task(trigger_rule=TriggerRule.ALL_DONE, outlets=[BRONZE_TRANSACTIONS])
 def announce_loads(run_id: str | None = None) -> dict:
     """Publish the run's load summary (ingest.announce_batches); the outlet then updates the bronze Asset."""
-    from include.retail.ingest import announce_batches
+    from include.retail.ingest.load import announce_batches
 
     with _warehouse_connection() as conn:
         announced = announce_batches(conn, run_id, alerts_topic=lambda: Variable.get(config.ALERTS_TOPIC_VARIABLE))

@@ -8,11 +8,11 @@ in the Docker image and on MWAA:
 - ``RETAIL_DBT_EXECUTABLE``: dbt in its own virtualenv (default: ``.venv-dbt/bin/dbt`` at the repo root),
   because dbt-core's pins conflict with Airflow's (MWAA's) and it must not share their environment.
 
-Every tool builds the manifest with ``python -m include.retail.dbt_project parse`` and finds it with
-``python -m include.retail.dbt_project manifest``, so its path is spelled here only. ``parse`` also builds the
+Every tool builds the manifest with ``python -m include.retail.transform.dbt_project parse`` and finds it with
+``python -m include.retail.transform.dbt_project manifest``, so its path is spelled here only. ``parse`` also builds the
 dbt docs site beside the manifest (``dbt docs generate --no-compile --empty-catalog``: no database needed), which
 Cosmos's plugin serves inside the Airflow UI once ``[cosmos] dbt_docs_projects`` names its folder
-(``python -m include.retail.dbt_project docs-setting`` prints that setting).
+(``python -m include.retail.transform.dbt_project docs-setting`` prints that setting).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import os
 import subprocess
 from pathlib import Path
 
-_INCLUDE = Path(__file__).resolve().parent.parent
+_INCLUDE = Path(__file__).resolve().parents[2]
 
 DBT_PROJECT_DIR = Path(os.environ.get("RETAIL_DBT_PROJECT_DIR", _INCLUDE / "dbt"))
 DBT_EXECUTABLE = Path(os.environ.get("RETAIL_DBT_EXECUTABLE", _INCLUDE.parent / ".venv-dbt" / "bin" / "dbt"))
@@ -92,7 +92,7 @@ def cosmos_docs_setting(docs_dir: Path | str = DBT_DOCS_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m include.retail.dbt_project", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m include.retail.transform.dbt_project", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "parse", help="build the dbt manifest with `dbt parse` where the DAG reads it, and the dbt docs site beside it"

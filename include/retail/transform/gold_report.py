@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import plotly.graph_objects as go
     import psycopg
 
-    from include.retail.reports import DbtRun
+    from include.retail.transform.summary import DbtRun
 
 REPORTS_PREFIX = "reports/"
 LATEST_KEY = REPORTS_PREFIX + "latest.html"
@@ -283,7 +283,7 @@ def _quality_panel(report: GoldReport) -> str:
     layers = "".join(
         f"<tr><td>{html.escape(table)}</td><td class=n>{rows:,}</td></tr>" for table, rows in quality.layer_rows.items()
     )
-    from include.retail.ledger import Status
+    from include.retail.ingest.ledger import Status
 
     order = {status: index for index, status in enumerate(Status)}  # loaded, duplicate, rejected, failed
     by_status = sorted(quality.files.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))

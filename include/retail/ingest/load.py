@@ -36,12 +36,14 @@ import psycopg
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from include.retail import alerts, config, ledger
-from include.retail.bronze import copy_into_bronze
-from include.retail.contract import FileRejected, TypedSheet, check_rejected_count
-from include.retail.ledger import LoadResult, SourceFile, Status
-from include.retail.reports import load_summary
-from include.retail.sandboxed_read import ReadLimits, TypedSource, read_typed
+from include.retail.platform import alerts, config
+
+from include.retail.ingest import ledger
+from include.retail.ingest.bronze import copy_into_bronze
+from include.retail.ingest.contract import FileRejected, TypedSheet, check_rejected_count
+from include.retail.ingest.ledger import LoadResult, SourceFile, Status
+from include.retail.transform.summary import load_summary
+from include.retail.ingest.sandboxed_read import ReadLimits, TypedSource, read_typed
 
 log = logging.getLogger(__name__)
 

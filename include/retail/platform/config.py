@@ -15,14 +15,14 @@ WAREHOUSE_TRANSFORM_CONN_ID = "retail_warehouse_transform"  # dbt: reads bronze,
 
 # Airflow Variables.
 BUCKET_VARIABLE = "retail_bucket"
-# How uploads are detected: "sensor" (the default) or "events" (include/retail/detection.py).
+# How uploads are detected: "sensor" (the default) or "events" (include/retail/detect/events.py).
 TRIGGER_VARIABLE = "retail_trigger"
 # events only: the SQS queue the bucket notifies of uploads under incoming/.
 UPLOADS_QUEUE_VARIABLE = "retail_uploads_queue_url"
 ALERTS_TOPIC_VARIABLE = "retail_alerts_topic_arn"
 MAX_REJECTED_FRACTION_VARIABLE = "retail_max_rejected_fraction"
 DEFAULT_MAX_REJECTED_FRACTION = 0.01  # a file with more than 1% untypeable rows is rejected whole
-# The reader's limits (include/retail/sandboxed_read.py, ReadLimits: each field documents its default):
+# The reader's limits (include/retail/ingest/sandboxed_read.py, ReadLimits: each field documents its default):
 # the Variable ``retail_read_limit_<field>`` overrides field <field>, e.g. retail_read_limit_max_memory_mb.
 READ_LIMIT_VARIABLE_PREFIX = "retail_read_limit_"
 

@@ -29,16 +29,16 @@ from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from include.retail import workbook_limits
-from include.retail.workbook_limits import SheetPart, WorkbookLayout
+from include.retail.ingest import workbook_limits
+from include.retail.ingest.workbook_limits import SheetPart, WorkbookLayout
 
 if TYPE_CHECKING:
     import polars as pl  # noqa: F401
 
-    from include.retail.contract import TypedSheet
-    from include.retail.reader import Sheet
+    from include.retail.ingest.contract import TypedSheet
+    from include.retail.ingest.reader import Sheet
 
-_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _RESULT = "result.json"
 _ERRORS = "errors.txt"
 # read_typed waits for this many rows (or the end) before returning: a small file is read whole there.
@@ -132,7 +132,7 @@ class TypedSource:
         )
         self.close()
         if "rejected" in self._outcome:
-            from include.retail import contract
+            from include.retail.ingest import contract
 
             raise contract.FileRejected(self._source_name, self._outcome["rejected"], self._outcome.get("details"))
         return False
@@ -158,7 +158,7 @@ class TypedSource:
         if self._whole is None:
             import polars as pl
 
-            from include.retail.contract import TypedSheet
+            from include.retail.ingest.contract import TypedSheet
 
             by_name: dict[str | None, list[TypedSheet]] = {}
             for batch in self.batches():
@@ -205,7 +205,7 @@ def read_typed(path: Path, source_name: str, limits: ReadLimits | None = None) -
     The reading goes on in the child while the caller takes the batches (``TypedSource.batches``); a file
     whose first batch is all of it is read whole here.
     """
-    from include.retail import contract
+    from include.retail.ingest import contract
 
     limits = limits or ReadLimits()
     reason, layout = workbook_limits.check_file(
@@ -241,7 +241,7 @@ def _start_child(request: dict) -> subprocess.Popen:
     }
     with (Path(request["folder"]) / _ERRORS).open("wb") as errors:  # a file: a pipe left unread could block it
         return subprocess.Popen(
-            [sys.executable, "-m", "include.retail.sandboxed_read", json.dumps(request)],
+            [sys.executable, "-m", "include.retail.ingest.sandboxed_read", json.dumps(request)],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=errors,
@@ -270,7 +270,7 @@ def _typed_sheet(announced: dict, folder: Path) -> TypedSheet:
     """One batch the child announced, read into memory and its files removed (disk follows the batch too)."""
     import polars as pl
 
-    from include.retail.contract import TypedSheet
+    from include.retail.ingest.contract import TypedSheet
 
     frames = {}
     for kind in ("rows", "rejected"):
@@ -284,7 +284,7 @@ def _child(request: dict) -> None:
     limit = request["max_memory_mb"] << 20
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
     folder = Path(request["folder"])
-    from include.retail.contract import FileRejected
+    from include.retail.ingest.contract import FileRejected
 
     try:
         outcome = _read_and_type(Path(request["path"]), request["source_name"], request["layout"], folder)
@@ -297,8 +297,8 @@ def _child(request: dict) -> None:
 
 def _read_and_type(path: Path, source_name: str, layout_request: dict, folder: Path) -> dict:
     """Read and type batch by batch, announcing each batch's files on stdout as soon as they are written."""
-    from include.retail.contract import type_rows
-    from include.retail.reader import iter_batches
+    from include.retail.ingest.contract import type_rows
+    from include.retail.ingest.reader import iter_batches
 
     layout = WorkbookLayout({name: SheetPart(**part) for name, part in layout_request.items()})
     found, batches = iter_batches(path, source_name, layout)
