@@ -2,9 +2,9 @@
 
 The real rows (the CSV export of the workbook, 541,909 rows) are split by invoice month into 13 files, written to a
 temporary directory (never the repository). Each file is uploaded under ``incoming/monthly/`` and loaded by
-``include.retail.ingest.load.ingest_object`` as the loader role (what the ``ingest_file`` task runs), then transformed by
-one plain ``dbt build`` of include/dbt: the same command the transform DAG's producer runs, without Airflow around it,
-so that the figure is the transform's own cost. Two phases, each on an emptied warehouse:
+``include.retail.ingest.load.ingest_object`` as the loader role (what the ``ingest_file`` task runs), then
+transformed by one plain ``dbt build`` of include/dbt: the same command the transform DAG's producer runs, without
+Airflow around it, so that the figure is the transform's own cost. Two phases, each on an emptied warehouse:
 
 - empty:   the 13 months in order, from nothing;
 - history: first five years of history (the whole workbook five times, its dates shifted back by 1 to 5 whole years,

@@ -38,10 +38,11 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag
 
-from include.retail.platform import config
-from include.retail.detect.events import Trigger, chosen_trigger
-from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, list_incoming, load_files
 from include.retail.detect.sensor import SENSOR_RETRY_ARGS, IncomingFilesSensor
+from include.retail.detect.tasks import list_incoming
+from include.retail.detect.trigger import Trigger, chosen_trigger
+from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, load_files
+from include.retail.platform import config
 
 
 @dag(

@@ -23,8 +23,10 @@ from datetime import datetime
 
 from airflow.sdk import dag
 
-from include.retail.detect.events import Trigger, chosen_trigger, watched_uploads
-from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, keys_from_events, load_files
+from include.retail.detect.events import watched_uploads
+from include.retail.detect.tasks import keys_from_events
+from include.retail.detect.trigger import Trigger, chosen_trigger
+from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, load_files
 
 
 @dag(

@@ -19,8 +19,8 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, task
 
-from include.retail.platform import config
 from include.retail.ingest.tasks import INGEST_DEFAULT_ARGS, load_files
+from include.retail.platform import config
 
 
 @dag(

@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 from airflow.sdk import Param, dag
 from cosmos import DbtTaskGroup
 
-from include.retail.platform.alerts import alert_on_failure
 from include.retail.platform.assets import BRONZE_TRANSACTIONS
-from include.retail.transform.tasks import announce_transform, cosmos_configs, follow_the_build, publish_gold_report
+from include.retail.transform.cosmos_config import cosmos_configs, follow_the_build
+from include.retail.transform.tasks import alert_on_transform_failure, announce_transform, publish_gold_report
 
 
 @dag(
@@ -58,7 +58,7 @@ from include.retail.transform.tasks import announce_transform, cosmos_configs, f
         "owner": "data-engineering",
         "retries": 1,
         "retry_delay": timedelta(seconds=30),
-        "on_failure_callback": alert_on_failure,
+        "on_failure_callback": alert_on_transform_failure,
     },
 )
 def retail_transform():

@@ -1,10 +1,11 @@
 """The dbt docs site inside the Airflow UI: a nav entry whose page frames what Cosmos's plugin serves.
 
 astronomer-cosmos's own plugin (registered by its package's entry point, nothing to install here) serves the
-docs that ``python -m include.retail.transform.dbt_project parse`` builds, at ``/cosmos/<slug>/dbt_docs_index.html``,
-once ``[cosmos] dbt_docs_projects`` names their folder (``python -m include.retail.transform.dbt_project docs-setting``).
-Its menu entry opens them in a new browser tab. This one gives them a ``url_route``, so the UI shows them at
-``/plugin/dbt-docs`` in its own frame, beside the DAGs. Without that setting it adds nothing.
+docs that ``python -m include.retail.transform.dbt_project parse`` builds, at
+``/cosmos/<slug>/dbt_docs_index.html``, once ``[cosmos] dbt_docs_projects`` names their folder
+(``python -m include.retail.transform.dbt_project docs-setting``). Its menu entry opens them in a new browser
+tab. This one gives them a ``url_route``, so the UI shows them at ``/plugin/dbt-docs`` in its own frame, beside
+the DAGs. Without that setting it adds nothing.
 
 Configuration only, and no import of the project: MWAA unzips plugins.zip where ``include`` is not importable.
 """

@@ -11,9 +11,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from include.retail.platform import config
-
 from include.retail.ingest import ledger
+from include.retail.platform import config
 
 OK, WARNING, CRITICAL = 0, 1, 2
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}

@@ -20,7 +20,9 @@ RUN_RESULTS_FIXTURE = REPO / "tests" / "unit" / "data" / "dbt_run_results.json"
 
 @pytest.fixture(scope="module")
 def manifest() -> dict:
-    assert DBT_MANIFEST.is_file(), "no dbt manifest: `make venv` builds it (python -m include.retail.transform.dbt_project parse)"
+    assert DBT_MANIFEST.is_file(), (
+        "no dbt manifest: `make venv` builds it (python -m include.retail.transform.dbt_project parse)"
+    )
     return json.loads(DBT_MANIFEST.read_text())
 
 
@@ -65,7 +67,8 @@ def test_silver_and_gold_land_in_their_schemas(manifest: dict) -> None:
 
 
 def dbt_project_cli(command: str, project_dir: Path) -> subprocess.CompletedProcess:
-    """``python -m include.retail.transform.dbt_project <command>`` for a copy of the project, as make and the image run it."""
+    """``python -m include.retail.transform.dbt_project <command>`` for a copy of the project, as make and the image
+    run it."""
     env = {**os.environ, "RETAIL_DBT_PROJECT_DIR": str(project_dir), "DBT_LOG_PATH": str(project_dir / "logs")}
     env.pop("DBT_PROFILES_DIR", None)
     return subprocess.run(

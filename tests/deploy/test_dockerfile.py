@@ -161,8 +161,8 @@ def test_the_code_reads_the_dbt_paths_the_image_sets(steps: list[Instruction]) -
 
 
 def test_the_dbt_manifest_is_built_in_the_image(steps: list[Instruction]) -> None:
-    """By include/retail/transform/dbt_project.py's `parse`, which writes the manifest where the code reads it and fails the
-    build when it did not (the path is defined there only)."""
+    """By include/retail/transform/dbt_project.py's `parse`, which writes the manifest where the code reads it and
+    fails the build when it did not (the path is defined there only)."""
     copy_include = next(i for i, step in enumerate(steps) if step.keyword == "COPY" and "include/" in step.args)
     parses = [
         (i, step)
@@ -172,7 +172,9 @@ def test_the_dbt_manifest_is_built_in_the_image(steps: list[Instruction]) -> Non
     assert len(parses) == 1, "expected one RUN with `python -m include.retail.transform.dbt_project parse`"
     index, parse = parses[0]
     assert index > copy_include, "dbt parse must run after the project is copied in"
-    assert "manifest.json" not in parse.args, "the manifest's path is include/retail/transform/dbt_project.py's to spell"
+    assert "manifest.json" not in parse.args, (
+        "the manifest's path is include/retail/transform/dbt_project.py's to spell"
+    )
     # profiles.yml must render at build time: every env_var() it reads has a default or a build-time value.
     profiles = (REPO / "include" / "dbt" / "profiles.yml").read_text()
     for name, has_default in re.findall(r"env_var\(\s*'(\w+)'\s*(,)?", profiles):

@@ -58,9 +58,9 @@ def install(stage: Stage) -> None:
 
         bronze._copy_frame = copy_half_then_die
     elif stage is Stage.AFTER_COMMIT:
-        importlib.import_module("include.retail.ingest.load")._move = _die
+        importlib.import_module("include.retail.ingest.filing").move = _die
     elif stage is Stage.AFTER_MOVE:
-        importlib.import_module("include.retail.ingest.load").announce_batches = _die
+        importlib.import_module("include.retail.ingest.announce").announce_batches = _die
 
 
 @dataclass(frozen=True)

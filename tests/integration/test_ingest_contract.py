@@ -305,8 +305,9 @@ def test_two_runs_taking_the_same_file_at_once_load_it_once_and_the_second_skips
     """The waiting DAG and a `retail_ingest_file` run can both take one file: the key lock orders them."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
+    from include.retail.ingest.filing import AlreadyHandled
+    from include.retail.ingest.load import ingest_object
     from include.retail.platform import config
-    from include.retail.ingest.load import AlreadyHandled, ingest_object
 
     key = upload(
         write_workbook(tmp_path / "raced.xlsx", {"Online Retail": [HEADER, *rows(40, 660000)]}), "incoming/raced.xlsx"

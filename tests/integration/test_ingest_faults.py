@@ -21,9 +21,9 @@ import pytest
 
 from devstack.aws import BUCKET
 from devstack.sample import HEADER, write_csv, write_workbook
-from include.retail.platform import config
-from include.retail.ingest import load as ingest
+from include.retail.ingest import filing, load, scratch
 from include.retail.ingest.ledger import failed_files
+from include.retail.platform import config
 
 pytestmark = pytest.mark.integration
 
@@ -70,8 +70,8 @@ def bronze_rows(stack, key: str) -> int:
 
 
 def scratch_folders_of(key: str) -> list[Path]:
-    root = ingest.scratch_root()
-    return sorted(root.glob(ingest.key_digest(key) + "-*")) if root.is_dir() else []
+    root = scratch.scratch_root()
+    return sorted(root.glob(scratch.key_digest(key) + "-*")) if root.is_dir() else []
 
 
 def test_postgres_down_during_the_load_is_retried_then_failed_once_and_set_aside_until_moved_back(
@@ -82,7 +82,7 @@ def test_postgres_down_during_the_load_is_retried_then_failed_once_and_set_aside
         "incoming/pg_down.xlsx",
     )
     set_aside = "failed/pg_down.xlsx"
-    real_load = ingest.load_into_bronze
+    real_load = load.load_into_bronze
     tries = []
 
     def load_while_postgres_stops(*args, **kwargs):
@@ -93,7 +93,7 @@ def test_postgres_down_during_the_load_is_retried_then_failed_once_and_set_aside
         finally:
             stack.postgres.start()
 
-    monkeypatch.setattr(ingest, "load_into_bronze", load_while_postgres_stops)
+    monkeypatch.setattr(load, "load_into_bronze", load_while_postgres_stops)
     run = run_ingest(key)
 
     assert run.state == "failed"
@@ -114,7 +114,7 @@ def test_postgres_down_during_the_load_is_retried_then_failed_once_and_set_aside
     assert not scratch_folders_of(key)
 
     # The waiting DAG fires for another upload and takes only that one: no second alert, no row.
-    monkeypatch.setattr(ingest, "load_into_bronze", real_load)
+    monkeypatch.setattr(load, "load_into_bronze", real_load)
     other = upload(write_csv(tmp_path / "after_pg.csv", [HEADER, *rows(3, 700100)]), "incoming/after_pg.csv")
     waiting = run_ingest(None)
 
@@ -153,7 +153,7 @@ def test_s3_down_during_the_move_is_retried_and_nothing_is_doubled(
 ) -> None:
     path = write_workbook(tmp_path / "moto_move.xlsx", {"Online Retail": [HEADER, *rows(5, 700300)]})
     key = upload(path, "incoming/moto_move.xlsx")
-    real_move = ingest._move
+    real_move = filing.move
     moves = []
 
     def move_while_s3_stops(s3, bucket, source, destination):
@@ -166,7 +166,7 @@ def test_s3_down_during_the_move_is_retried_and_nothing_is_doubled(
                 _restart_moto(stack, {key: path.read_bytes()})
         return real_move(s3, bucket, source, destination)
 
-    monkeypatch.setattr(ingest, "_move", move_while_s3_stops)
+    monkeypatch.setattr(filing, "move", move_while_s3_stops)
     run = run_ingest(key)
 
     assert run.state == "success"
@@ -183,7 +183,7 @@ def test_s3_down_during_the_quarantine_is_retried_and_the_file_rejected_once(
 ) -> None:
     path = write_csv(tmp_path / "moto_quarantine.csv", [["Nothing", "Useful"], ["a", "b"]])
     key = upload(path, "incoming/moto_quarantine.csv")
-    real_quarantine = ingest._quarantine
+    real_quarantine = filing.quarantine
     quarantines = []
 
     def quarantine_while_s3_stops(s3, bucket, source, report):
@@ -196,7 +196,7 @@ def test_s3_down_during_the_quarantine_is_retried_and_the_file_rejected_once(
                 _restart_moto(stack, {key: path.read_bytes()})
         return real_quarantine(s3, bucket, source, report)
 
-    monkeypatch.setattr(ingest, "_quarantine", quarantine_while_s3_stops)
+    monkeypatch.setattr(filing, "quarantine", quarantine_while_s3_stops)
     run = run_ingest(key)
 
     assert run.state == "failed"
@@ -257,7 +257,7 @@ def test_key_dot_dot_is_rejected_cleanly_once(tmp_path, upload, run_ingest, keys
     assert read_json("quarantine/...report.json")["reason"] == error
     (alert,) = run.alerts
     assert "Try:    1 of 3" in alert["message"]  # final at once: no retry
-    assert str(ingest.scratch_root()) not in _ledger_and_alert_text(ledger(key), run.alerts)
+    assert str(scratch.scratch_root()) not in _ledger_and_alert_text(ledger(key), run.alerts)
     assert not scratch_folders_of(key)
 
 
@@ -289,7 +289,7 @@ def test_a_300_byte_name_of_a_bad_file_is_rejected_without_a_local_path(
     assert status == "rejected"
     assert "quarantine/" + name in keys_under("quarantine/")
     (alert,) = run.alerts
-    assert str(ingest.scratch_root()) not in _ledger_and_alert_text(ledger(key), run.alerts)
+    assert str(scratch.scratch_root()) not in _ledger_and_alert_text(ledger(key), run.alerts)
     assert "/tmp" not in alert["message"]
     assert not scratch_folders_of(key)
 
@@ -310,7 +310,7 @@ def test_a_reader_crash_is_the_files_fault_rejected_once(
         reads.append(path)
         raise PanicException(f"called `Option::unwrap()` on a `None` value while reading {path}")
 
-    monkeypatch.setattr(ingest, "read_typed", crashing_read)
+    monkeypatch.setattr(load, "read_typed", crashing_read)
     run = run_ingest(key)
 
     assert run.state == "failed"
@@ -318,7 +318,7 @@ def test_a_reader_crash_is_the_files_fault_rejected_once(
     ((status, _, error),) = ledger(key)
     assert status == "rejected"
     assert error.startswith("the reader failed on this file: PanicException: called `Option::unwrap()`")
-    assert str(ingest.scratch_root()) not in error
+    assert str(scratch.scratch_root()) not in error
     assert "quarantine/crash.xlsx" in keys_under("quarantine/")
     (alert,) = run.alerts
     assert "Try:    1 of 3" in alert["message"]
@@ -332,7 +332,7 @@ def test_a_value_postgresql_refuses_is_the_files_fault_rejected_once(
     import polars as pl
 
     key = upload(write_csv(tmp_path / "nul.csv", [HEADER, *rows(3, 700700)]), "incoming/nul.csv")
-    real_read = ingest.read_typed
+    real_read = load.read_typed
 
     def read_with_a_nul(path, source_name, limits=None):
         typed = real_read(path, source_name, limits)
@@ -343,7 +343,7 @@ def test_a_value_postgresql_refuses_is_the_files_fault_rejected_once(
         )
         return typed
 
-    monkeypatch.setattr(ingest, "read_typed", read_with_a_nul)
+    monkeypatch.setattr(load, "read_typed", read_with_a_nul)
     run = run_ingest(key)
 
     assert run.state == "failed"
@@ -362,8 +362,8 @@ def test_a_killed_task_leaves_no_copy_of_its_input_behind(stack, tmp_path, uploa
     child = textwrap.dedent(
         f"""
         import os, signal
-        from include.retail.ingest import load as ingest
-        with ingest.scratch_folder({key!r}) as folder:
+        from include.retail.ingest.scratch import scratch_folder
+        with scratch_folder({key!r}) as folder:
             (folder / "input.csv").write_text("a copy of the input")
             print(folder, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -384,8 +384,8 @@ def test_a_killed_task_leaves_no_copy_of_its_input_behind(stack, tmp_path, uploa
 
 
 def test_read_limits_are_airflow_variables_over_the_readers_defaults(stack, monkeypatch) -> None:
-    from include.retail.ingest.tasks import read_limits
     from include.retail.ingest.sandboxed_read import ReadLimits
+    from include.retail.ingest.tasks import read_limits
 
     assert read_limits() == ReadLimits()
     variable = config.READ_LIMIT_VARIABLE_PREFIX + "max_memory_mb"

@@ -152,7 +152,9 @@ def test_the_gold_report_shows_golds_numbers_and_the_summary_links_it(real_trans
     import urllib.request
 
     from devstack.aws import BUCKET
-    from include.retail.transform.gold_report import LATEST_KEY, REPORT_KEY_METADATA, TOP, embedded_data
+    from include.retail.transform.gold_report import TOP
+    from include.retail.transform.gold_report_page import embedded_data
+    from include.retail.transform.gold_report_publish import LATEST_KEY, REPORT_KEY_METADATA
 
     (alert,) = real_transform.alerts
     key = re.search(rf"Gold report: s3://{BUCKET}/(reports/gold-[0-9T-]+Z\.html) ", alert["message"]).group(1)
@@ -333,7 +335,7 @@ def test_a_load_committing_after_another_files_transform_is_transformed_next(
     import psycopg
 
     from devstack.sample import sample_rows, write_csv
-    from include.retail.ingest.load import load_into_bronze
+    from include.retail.ingest.bronze import load_into_bronze
     from include.retail.ingest.ledger import SourceFile, batches_missing_from_silver
 
     rows = sample_rows(invoices=300)

@@ -7,6 +7,7 @@ from airflow.sdk import DAG
 
 from include.retail.platform import alerts, config
 from include.retail.platform.alerts import SUBJECT_MAX_CHARS, failure_alert, publish_with_retries, subject_line
+from include.retail.transform.tasks import transform_failure_alert
 
 
 def test_subject_line_is_one_line_within_the_sns_limit() -> None:
@@ -42,7 +43,7 @@ def render_failure(
         "run_id": "manual__2026-11-22",
         "exception": ValueError("incoming/bad.xlsx: missing required column(s): CustomerID"),
     }
-    return failure_alert(context)
+    return transform_failure_alert(context) if dag_id == "retail_transform" else failure_alert(context)
 
 
 def test_failure_alert_names_dag_task_file_try_error_and_log() -> None:

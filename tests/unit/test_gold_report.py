@@ -8,17 +8,12 @@ from decimal import Decimal
 
 import pytest
 
-from include.retail.transform.gold_report import (
-    LATEST_KEY,
-    GoldReport,
-    Quality,
-    ReportLink,
-    dated_key,
-    embedded_data,
-    figures,
-    render_html,
-)
-from include.retail.transform.summary import DbtRun, Revenue, transform_summary
+from include.retail.transform.dbt_results import DbtRun
+from include.retail.transform.gold_report import GoldReport, Quality
+from include.retail.transform.gold_report_page import embedded_data, figures, render_html
+from include.retail.transform.gold_report_publish import LATEST_KEY, ReportLink, dated_key
+from include.retail.transform.layers import Revenue
+from include.retail.transform.summary import transform_summary
 
 MONTHLY = [
     {

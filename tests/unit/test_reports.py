@@ -6,7 +6,10 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from include.retail.transform.summary import DbtRun, Revenue, load_summary, nothing_to_announce, transform_summary
+from include.retail.ingest.announce import load_summary
+from include.retail.transform.dbt_results import DbtRun
+from include.retail.transform.layers import Revenue, nothing_to_announce
+from include.retail.transform.summary import transform_summary
 
 # A dbt build's target/run_results.json (schema v6, what dbt 1.11 writes; tests/dbt checks it against dbt's own
 # schema): models that succeeded, data tests that passed, warned and were skipped, and a unit test.

@@ -1,4 +1,4 @@
-"""The upload sensor of ``retail_ingest`` (detection by ``sensor``, include/retail/detect/events.py)."""
+"""The upload sensor of ``retail_ingest`` (detection by ``sensor``, include/retail/detect/trigger.py)."""
 
 from __future__ import annotations
 

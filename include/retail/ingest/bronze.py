@@ -1,29 +1,33 @@
-"""COPY a file's typed rows into bronze, inside the caller's load transaction (``ingest.load_into_bronze``, which
-writes the file's ledger row in the same transaction through ``include.retail.ingest.ledger``).
+"""Load a file's typed rows into bronze and its ledger row (``include.retail.ingest.ledger``) in one transaction.
 
 Rows go straight into ``bronze.retail_transactions`` with COPY, batch by batch as the reader yields them, so
 PostgreSQL writes one batch while the next is read. The file's lineage is not in the COPY stream: the load sets
 it for its transaction and the columns' defaults take it (``include/sql/010_bronze.sql``). That is cheaper than
 COPYing the lineage text on every row, and than staging the rows in a temporary table and copying them again.
 
-Nothing here commits: the caller's transaction holds the rows and the ledger row together, so a file is in
-bronze whole or not at all.
+``copy_into_bronze`` commits nothing: ``load_into_bronze``'s transaction holds the rows and the ledger row
+together, so a file is in bronze whole or not at all.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import polars as pl
 import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from include.retail.ingest.contract import COLUMNS, REPORT_SAMPLE_ROWS, TypedSheet
-from include.retail.ingest.ledger import SourceFile, Status
+from include.retail.ingest import ledger
+from include.retail.ingest.contract import COLUMNS, REPORT_SAMPLE_ROWS, FileRejected, TypedSheet, check_rejected_count
+from include.retail.ingest.ledger import LoadResult, SourceFile, Status
+from include.retail.ingest.sandboxed_read import TypedSource
 
 log = logging.getLogger(__name__)
 
@@ -228,4 +232,79 @@ def copy_into_bronze(
             rejected_sample=tuple(
                 TypedSheet(name, rows=pl.DataFrame(), rejected=pl.concat(frames)) for name, frames in sample.items()
             ),
+        )
+
+
+def load_into_bronze(
+    conn: psycopg.Connection,
+    source: SourceFile,
+    sheets: list[TypedSheet] | TypedSource,
+    *,
+    batch_id: str | None = None,
+    started_at: datetime,
+    read_seconds: float | None = None,
+    run_id: str | None = None,
+    max_rejected_fraction: float | None = None,
+    read_clock: float | None = None,
+) -> LoadResult:
+    """Load every sheet's rows and rejected rows, and the ledger row, in one transaction.
+
+    ``sheets`` is the typed sheets, or a ``TypedSource`` still being read: its batches are COPYed as they
+    come, and a breach found in a later batch (FileRejected, or more than ``max_rejected_fraction`` of the
+    rows rejected) rolls the transaction back whole. ``read_clock`` (perf_counter when the read began)
+    times the read, which then overlaps the load.
+
+    Idempotent by content: under a lock on the content hash, a version already loaded is recorded as a
+    duplicate and nothing else is written. So is a file whose typed rows are exactly those of another
+    current file (``bronze.rows_fingerprint``: the same data re-exported in another format or order); a file
+    that shares only some rows loads, and the ledger counts them (``rows_overlapping``). A new version
+    of a key that was loaded before supersedes the older load (its rows stay in bronze;
+    ``retail_transactions_current`` leaves them out). The rows are COPYed before the locks are taken
+    (the fingerprint is known only once they are all read); a duplicate's rows are then rolled back.
+    """
+    batch_id = batch_id or str(uuid.uuid4())
+    clock = time.perf_counter()
+    recorded = {"source": source, "batch_id": batch_id, "started_at": started_at, "run_id": run_id}
+    streamed = isinstance(sheets, TypedSource)
+    with conn.transaction():
+        conn.execute("savepoint rows_of_the_file")
+        try:
+            copied = copy_into_bronze(conn, source, sheets.batches() if streamed else sheets, batch_id)
+            row_count = sheets.row_count if streamed else copied.rows_loaded + copied.rows_rejected
+        except FileRejected as rejection:
+            rejection.rows_rejected = sheets.rows_rejected if streamed else 0
+            raise
+        if streamed and read_clock is not None:
+            read_seconds = round(time.perf_counter() - read_clock, 3)
+        if max_rejected_fraction is not None:
+            try:
+                check_rejected_count(
+                    source.key, copied.rows_rejected, list(copied.rejected_sample), row_count, max_rejected_fraction
+                )
+            except FileRejected as rejection:
+                rejection.rows_rejected = copied.rows_rejected
+                raise
+        ledger.lock_content(conn, source, copied.fingerprint)
+        already = ledger.earlier_load_of(conn, source, copied.fingerprint, has_rows=copied.rows_loaded > 0)
+        if already:
+            conn.execute("rollback to savepoint rows_of_the_file")
+            ledger.lock_content(conn, source, copied.fingerprint)  # the rollback released the locks
+            return ledger.record(
+                conn,
+                status=Status.DUPLICATE,
+                duplicate_of=already,
+                read_seconds=read_seconds,
+                load_seconds=round(time.perf_counter() - clock, 3),
+                **recorded,
+            )
+        return ledger.record_loaded(
+            conn,
+            rows_loaded=copied.rows_loaded,
+            rows_rejected=copied.rows_rejected,
+            sheets=[name for name in copied.sheets if name is not None],
+            read_seconds=read_seconds,
+            load_seconds=round(time.perf_counter() - clock, 3),
+            fingerprint=copied.fingerprint,
+            rows_overlapping=copied.rows_overlapping,
+            **recorded,
         )

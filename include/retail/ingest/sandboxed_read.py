@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import polars as pl  # noqa: F401
 
     from include.retail.ingest.contract import TypedSheet
-    from include.retail.ingest.reader import Sheet
+    from include.retail.ingest.sheets import Sheet
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _RESULT = "result.json"

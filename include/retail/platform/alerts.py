@@ -1,26 +1,25 @@
-"""Alerts over Amazon SNS: a failure alert for every task, and publishing (the summaries are in reports.py).
+"""Alerts over Amazon SNS: a failure alert for every task, and publishing (the summaries are each stage's:
+``ingest.announce``, ``transform.summary``).
 
-A failure alert names what failed: the file (S3 key) of an ingest task, the dbt models and tests of a
-failed ``dbt build``. SNS being down must not lose it silently: it is retried with backoff, then
-written whole to the task's log; the task's own state (failed) never depends on it.
+A failure alert names what failed: the file (S3 key) of an ingest task, or the dbt models and tests of a
+failed ``dbt build`` (which the transform's callback reads, ``transform.tasks.alert_on_transform_failure``).
+SNS being down must not lose it silently: it is retried with backoff, then written whole to the task's log;
+the task's own state (failed) never depends on it.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
+from collections.abc import Sequence
 
 from include.retail.platform import config
-from include.retail.transform.dbt_project import DBT_MANIFEST
 
 log = logging.getLogger(__name__)
 
 # SNS refuses subjects of 100 characters or more, and any line break or control character in them.
 SUBJECT_MAX_CHARS = 99
 _ERROR_MAX_CHARS = 2000
-# dbt's statuses of a node that failed itself; Cosmos's "failed" marks a node skipped for an upstream failure.
-_DBT_FAILED = frozenset({"error", "fail", "runtime error"})
 
 
 def subject_line(text: str) -> str:
@@ -29,16 +28,13 @@ def subject_line(text: str) -> str:
     return single if len(single) <= SUBJECT_MAX_CHARS else single[: SUBJECT_MAX_CHARS - 1] + "…"
 
 
-def failure_alert(context) -> tuple[str, str]:
-    """Subject and body of a failed task's alert: DAG, task, the file or dbt nodes, try, error, log URL."""
-    import airflow  # noqa: F401  # before Cosmos's constants: imported first, they start an import cycle
-    from cosmos.constants import PRODUCER_WATCHER_TASK_ID
-
+def failure_alert(context, failed_nodes: Sequence[dict] = ()) -> tuple[str, str]:
+    """Subject and body of a failed task's alert: DAG, task, the file or ``failed_nodes`` (the dbt nodes a
+    build failed: ``name``, ``status``, ``msg``), try, error, log URL."""
     dag_id, ti, task = context["dag"].dag_id, context["ti"], context["task"]
     map_index = ti.map_index if isinstance(ti.map_index, int) else -1
     # ingest_file's map_index_template renders its S3 key; the context holds it while the task runs.
     file_key = context.get("file_key") or getattr(ti, "rendered_map_index", None) or None
-    failed_nodes = dbt_failures(context) if ti.task_id.endswith(PRODUCER_WATCHER_TASK_ID) else []
 
     prefix = f"{config.ALERT_SUBJECT_PREFIX} FAILED {dag_id}.{ti.task_id}"
     if file_key:
@@ -74,49 +70,9 @@ def failure_alert(context) -> tuple[str, str]:
     return subject_line(subject), "\n".join(lines) + "\n"
 
 
-def dbt_failures(context) -> list[dict]:
-    """The dbt nodes a Cosmos WATCHER producer's ``dbt build`` failed: ``name`` (e.g. ``model transactions``),
-    ``status`` and dbt's message. Cosmos's own exception says only "dbt command failed"; while dbt runs it
-    leaves, per node, XComs on the producer: ``<node>_status`` (a model's status) and ``<node>_dbt_event``
-    (its last event: for a failed node, dbt's closing error summary, with the message). Nodes dbt skipped
-    because of an upstream failure are not listed. Empty when the failure came before any node ran."""
-    try:
-        nodes = json.loads(DBT_MANIFEST.read_text())["nodes"]
-    except (OSError, ValueError, KeyError):
-        log.warning("no dbt manifest at %s to name the failed nodes", DBT_MANIFEST, exc_info=True)
-        return []
-    ti = context["ti"]
-
-    def pulled(unique_id: str, suffix: str) -> dict:
-        try:
-            value = ti.xcom_pull(task_ids=ti.task_id, key=unique_id.replace(".", "__") + suffix)
-        except Exception:
-            log.warning("could not read dbt's %s of %s", suffix, unique_id, exc_info=True)
-            return {}
-        return value if isinstance(value, dict) else {}
-
-    failed = []
-    for unique_id, node in sorted(nodes.items()):
-        if node.get("resource_type") not in {"model", "test", "seed", "snapshot"}:
-            continue
-        event = pulled(unique_id, "_dbt_event")
-        status = str(pulled(unique_id, "_status").get("status") or event.get("status") or "").lower()
-        if status in {"", "none"} and event.get("msg"):
-            status = "error"  # only failed nodes appear in dbt's closing error summary, with no status
-        if status in _DBT_FAILED:
-            failed.append(
-                {
-                    "name": f"{node['resource_type']} {node.get('name', unique_id)}",
-                    "status": status,
-                    "msg": " ".join(str(event.get("msg") or "").split())[:500],
-                }
-            )
-    return failed
-
-
 def alert_on_failure(context) -> None:
     """The on_failure_callback of every task: build the alert and publish it, retrying while SNS is down."""
-    _send(*failure_alert(context))
+    send(*failure_alert(context))
 
 
 def alert_on_first_retry(context) -> None:
@@ -132,10 +88,11 @@ def alert_on_first_retry(context) -> None:
         " last try fails too.",
         1,
     )
-    _send(subject_line(subject), message)
+    send(subject_line(subject), message)
 
 
-def _send(subject: str, message: str) -> None:
+def send(subject: str, message: str) -> None:
+    """Publish to the alerts topic (the Variable ``retail_alerts_topic_arn``) with retries; never raises."""
     try:
         from airflow.sdk import Variable
 

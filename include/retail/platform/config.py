@@ -15,7 +15,7 @@ WAREHOUSE_TRANSFORM_CONN_ID = "retail_warehouse_transform"  # dbt: reads bronze,
 
 # Airflow Variables.
 BUCKET_VARIABLE = "retail_bucket"
-# How uploads are detected: "sensor" (the default) or "events" (include/retail/detect/events.py).
+# How uploads are detected: "sensor" (the default) or "events" (include/retail/detect/trigger.py).
 TRIGGER_VARIABLE = "retail_trigger"
 # events only: the SQS queue the bucket notifies of uploads under incoming/.
 UPLOADS_QUEUE_VARIABLE = "retail_uploads_queue_url"

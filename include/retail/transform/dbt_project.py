@@ -92,7 +92,9 @@ def cosmos_docs_setting(docs_dir: Path | str = DBT_DOCS_DIR) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m include.retail.transform.dbt_project", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.retail.transform.dbt_project", description=__doc__.split("\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
         "parse", help="build the dbt manifest with `dbt parse` where the DAG reads it, and the dbt docs site beside it"
