@@ -1,8 +1,9 @@
 """``python -m devstack report`` (``make report``): fetch the latest gold report from the stack's bucket.
 
-Each retail_transform run writes its report to ``s3://<bucket>/reports/`` (include/retail/transform/gold_report.py).
-The embedded stack's bucket lives in the moto server's memory, out of a browser's reach without signing,
-so this copies the latest report to a local file and prints where it is, with its S3 URI.
+Each retail_transform run writes its report to ``s3://<bucket>/reports/``
+(include/retail/transform/gold_report_publish.py). The embedded stack's bucket lives in the moto server's memory,
+out of a browser's reach without signing, so this copies the latest report to a local file and prints where it
+is, with its S3 URI.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from devstack.aws import BUCKET
 from devstack.stack import Stack
-from include.retail.transform.gold_report import LATEST_KEY, REPORT_KEY_METADATA
+from include.retail.transform.gold_report_publish import LATEST_KEY, REPORT_KEY_METADATA
 
 
 def add_parser(commands) -> None:

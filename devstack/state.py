@@ -53,7 +53,7 @@ class StackState:
     jwt_secret: str = field(default_factory=_jwt_secret)
     worker_log_port: int = field(default_factory=free_port)
     trigger_log_port: int = field(default_factory=free_port)
-    trigger: str = "sensor"  # how uploads are detected (include/retail/detect/events.py): `make up TRIGGER=events`
+    trigger: str = "sensor"  # how uploads are detected (include/retail/detect/trigger.py): `make up TRIGGER=events`
 
     @classmethod
     def load_or_create(cls, home: Path) -> StackState:

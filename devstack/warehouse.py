@@ -10,8 +10,8 @@ import psycopg
 
 from devstack.postgres import SUPERUSER, PostgresCluster, provision_owner
 from devstack.state import StackState
-from include.retail.transform.dbt_project import DBT_PROJECT_DIR
 from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE, apply_ddl, provision_logins
+from include.retail.transform.dbt_project import DBT_PROJECT_DIR
 
 DATABASE = "retail"
 OWNER_ROLE = "retail_admin"

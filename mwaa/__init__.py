@@ -9,7 +9,9 @@ Run with the project's virtualenv (``make mwaa-bundle`` / ``mwaa-deploy`` / ``mw
 
 One module per job: ``bundle`` (what MWAA reads, built locally), ``s3`` (syncing it to the bucket, emptying
 buckets), ``cloudformation`` (the stack), ``__main__`` (the commands). ``startup.sh.in`` beside them is the
-template of the bundle's startup script.
+template of the bundle's startup script. The MWAA rehearsal (tests/mwaa) adds ``template`` (the CloudFormation
+template evaluated locally), ``rehearsal`` (what a deploy of it makes, provisioned in moto) and
+``rehearsal_database`` (its "RDS" master user).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The CloudFormation stack of an MWAA environment: created or updated with its parameters kept, waited on,
-deleted; its events printed as they come, its failures explained by the resources that failed."""
+deleted; its events printed as they come, its failures explained by the resources that failed.
+
+This is the real deploy, through the CloudFormation service. Evaluating the template locally (its conditions and
+intrinsic functions, for the rehearsal and tests/deploy) is ``mwaa.template``'s job, not this module's."""
 
 from __future__ import annotations
 

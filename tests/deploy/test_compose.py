@@ -299,7 +299,9 @@ def test_init_prepares_everything_with_the_existing_modules(airflow_services: di
     assert "airflow db migrate" in script
     assert re.search(r"python -m devstack\.aws --endpoint-url http://moto:5000\b", script)
     assert "python -m include.retail.platform.warehouse" in script
-    assert "python -m include.retail.transform.dbt_project parse" in script, "init rebuilds the mounted project's manifest"
+    assert "python -m include.retail.transform.dbt_project parse" in script, (
+        "init rebuilds the mounted project's manifest"
+    )
     # Every `python -m` module resolves, through the service's mounts and PYTHONPATH, to a repository file.
     mounts = bind_mounts(init)
     pythonpath = environment(init)["PYTHONPATH"].split(":")
@@ -312,7 +314,7 @@ def test_init_prepares_everything_with_the_existing_modules(airflow_services: di
                 if container_path.startswith(target + "/"):
                     found |= (REPO / source / container_path.removeprefix(target + "/")).is_file()
         assert found, f"init runs `python -m {module}`, which its mounts do not provide"
-    assert "__main__" in (REPO / "include" / "retail" / "warehouse.py").read_text()
+    assert "__main__" in (REPO / "include" / "retail" / "platform" / "warehouse.py").read_text()
     assert callable(devstack_aws.main)
     assert not init.get("restart"), "a one-off service must not be restarted"
     assert not init.get("profiles"), "init must run with every profile"

@@ -143,7 +143,7 @@ def test_the_code_reads_the_dbt_paths_the_image_sets(steps: list[Instruction]) -
     """include/retail/transform/dbt_project.py finds dbt and the manifest through the variables the image sets."""
     env = image_env(steps)
     probe = (
-        "import json; from include.retail import dbt_project as d; "
+        "import json; from include.retail.transform import dbt_project as d; "
         "print(json.dumps([str(d.DBT_EXECUTABLE), str(d.DBT_PROJECT_DIR), str(d.DBT_MANIFEST)]))"
     )
     names = ("RETAIL_DBT_EXECUTABLE", "RETAIL_DBT_PROJECT_DIR")
@@ -167,7 +167,8 @@ def test_the_dbt_manifest_is_built_in_the_image(steps: list[Instruction]) -> Non
     parses = [
         (i, step)
         for i, step in enumerate(steps)
-        if step.keyword == "RUN" and re.search(r"\bpython -m include\.retail\.dbt_project parse\b", step.args)
+        if step.keyword == "RUN"
+        and re.search(r"\bpython -m include\.retail\.transform\.dbt_project parse\b", step.args)
     ]
     assert len(parses) == 1, "expected one RUN with `python -m include.retail.transform.dbt_project parse`"
     index, parse = parses[0]

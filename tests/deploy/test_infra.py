@@ -4,7 +4,7 @@ script (parameter, output and secret names).
 The template is read with cfn-lint's own loader, which turns the short tags (!Ref, !Sub, !GetAtt...) into their
 long forms. Policies are checked after rendering their intrinsic functions into strings that still say what they
 point at: a bucket's ARN becomes ``arn:aws:s3:::{DataBucket}``, a parameter ``{EnvironmentName}``. Conditions (which
-resources a deploy creates, which ``Fn::If`` branch it takes) are evaluated by mwaa/rehearsal.py's functions, the
+resources a deploy creates, which ``Fn::If`` branch it takes) are evaluated by mwaa/template.py's functions, the
 ones the MWAA rehearsal provisions from; checks that depend on the ``Trigger`` parameter run for each of its values.
 The checkers are plain functions, tested first on a small template that breaks every rule, so that a passing run
 means something.
@@ -27,10 +27,10 @@ import pytest
 from cfnlint.decode import decode, decode_str
 
 from devstack.aws import MAX_RECEIVES
-from include.retail.platform import config
 from include.retail.detect.events import Trigger
+from include.retail.platform import config
 from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
-from mwaa.rehearsal import NO_VALUE, Unrenderable, created_resources, evaluate_condition
+from mwaa.template import NO_VALUE, Unrenderable, created_resources, evaluate_condition
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "infra" / "retail-pipeline.yaml"

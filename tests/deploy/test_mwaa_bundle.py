@@ -87,7 +87,7 @@ def test_bundle_is_laid_out_as_the_mwaa_bucket(bundle: Path) -> None:
     dags = bundle / "dags"
     shipped = {path.relative_to(dags).as_posix() for path in dags.rglob("*") if path.is_file()}
 
-    expected_code = {f"include/retail/{path.name}" for path in (REPO / "include" / "retail").glob("*.py")}
+    expected_code = {path.relative_to(REPO).as_posix() for path in (REPO / "include" / "retail").rglob("*.py")}
     expected_sql = {f"include/sql/{path.name}" for path in (REPO / "include" / "sql").glob("*.sql")}
     assert {"retail_ingest.py", "retail_ingest_file.py", "retail_transform.py", ".airflowignore"} <= shipped
     assert expected_code <= shipped
@@ -336,7 +336,9 @@ def test_every_dag_parses_from_the_bundle_alone(airflow_home: Path, tmp_path: Pa
     )
     # The code came from the bundle, and found the dbt project beside it there.
     assert parsed["modules_from_repo"] == []
-    assert parsed["dbt_project_module"] == str(airflow_home / "dags" / "include" / "retail" / "dbt_project.py")
+    assert parsed["dbt_project_module"] == str(
+        airflow_home / "dags" / "include" / "retail" / "transform" / "dbt_project.py"
+    )
     assert parsed["dbt_project_dir"] == str(airflow_home / "dags" / "include" / "dbt")
     assert parsed["dbt_executable"] == str(DBT_EXECUTABLE)
     manifest = json.loads((airflow_home / "dags" / "include" / "dbt" / "target" / "manifest.json").read_text())

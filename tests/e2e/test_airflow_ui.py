@@ -335,7 +335,7 @@ def test_the_gold_report_opens_offline_with_no_console_errors(
     the console stays clean. Its screenshot is README's (docs/gold-report.png)."""
     from playwright.sync_api import expect, sync_playwright
 
-    from devstack.report import fetch_latest
+    from devstack.fetch_gold_report import fetch_latest
 
     # The transform runs above (on the sample, then the real workbook) each wrote one; the last is latest.html.
     deadline = time.monotonic() + 300

@@ -23,8 +23,8 @@ BAD_DATE = b"536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,not a date,2.55,
 def ingest(stack, key: str):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from include.retail.platform import config
     from include.retail.ingest.load import ingest_object
+    from include.retail.platform import config
 
     with psycopg.connect(stack.warehouse_url(), autocommit=True) as conn:
         return ingest_object(S3Hook(aws_conn_id=config.AWS_CONN_ID), BUCKET, key, conn, run_id=f"late-{key}")

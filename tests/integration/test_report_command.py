@@ -1,4 +1,4 @@
-"""`make report` (devstack/report.py) against the session's moto server: the latest report, copied to a file.
+"""`make report` (devstack/fetch_gold_report.py) against the session's moto server: the latest report, copied to a file.
 
 The report's figures against gold are checked in test_transform.py, on the run that builds gold from the real
 workbook; here the publishing and fetching, with a page of our own.
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from devstack.aws import BUCKET
-from devstack.report import fetch_latest, run
+from devstack.fetch_gold_report import fetch_latest, run
 from devstack.stack import Stack
-from include.retail.transform.gold_report import LATEST_KEY, publish, share
+from include.retail.transform.gold_report_publish import LATEST_KEY, publish, share
 
 pytestmark = [pytest.mark.integration]
 

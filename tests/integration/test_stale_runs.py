@@ -28,7 +28,9 @@ from include.retail import health
 
 pytestmark = pytest.mark.integration
 
-_DDL_LOCK_KEY = 0x7265_7461_696C  # include/retail/platform/warehouse.py's: apply_warehouse_ddl waits while a test holds it
+_DDL_LOCK_KEY = (
+    0x7265_7461_696C  # include/retail/platform/warehouse.py's: apply_warehouse_ddl waits while a test holds it
+)
 
 
 @pytest.fixture(autouse=True)

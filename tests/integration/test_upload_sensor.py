@@ -17,8 +17,8 @@ from datetime import timedelta
 
 import pytest
 
-from include.retail.platform import config
 from include.retail.detect.sensor import INCOMING_FILES_PATTERN
+from include.retail.platform import config
 
 pytestmark = pytest.mark.integration
 

@@ -27,15 +27,15 @@ from devstack.airflow_api import AirflowApi
 from devstack.state import free_port
 from mwaa.rehearsal import (
     ENVIRONMENT_NAME,
-    REGION,
     Deployment,
     env_file_text,
-    master_user_sql,
     provision_aws,
     rehearsal_env,
     render_deployment,
 )
+from mwaa.rehearsal_database import master_user_sql
 from mwaa.s3 import upload_bundle
+from mwaa.template import REGION
 from tests.compose.compose_stack import ComposeProject
 
 HERE = Path(__file__).resolve().parent

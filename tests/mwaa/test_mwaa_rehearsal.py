@@ -24,7 +24,8 @@ from devstack import sample
 from devstack.airflow_api import AirflowApi
 from devstack.aws import read_alerts
 from include.retail.platform import config
-from mwaa.rehearsal import delete_secret, load_template, put_secret, render_deployment
+from mwaa.rehearsal import delete_secret, put_secret, render_deployment
+from mwaa.template import load_template
 from tests.mwaa.rehearsal_stack import (
     AIRFLOW_HOME,
     BACKING_SERVICES,
@@ -52,8 +53,8 @@ TRANSFORM_TIMEOUT = 1200
 SYNC_TIMEOUT = 300
 BREAK_TIMEOUT = 300
 # The breaking changes.
-LEFT_OUT_FILE = "include/retail/transform/summary.py"
-LEFT_OUT_MODULE = "include.retail.transform.summary"
+LEFT_OUT_FILE = "include/retail/ingest/load.py"
+LEFT_OUT_MODULE = "include.retail.ingest.load"
 MISSING_CONNECTION = config.WAREHOUSE_TRANSFORM_CONN_ID
 MISSING_PACKAGE, MISSING_MODULE = "astronomer-cosmos", "cosmos"
 

@@ -1,4 +1,5 @@
-"""mwaa/rehearsal.py reads infra/retail-pipeline.yaml as a deploy would make it: fast checks, no Docker.
+"""mwaa/rehearsal.py (with mwaa/template.py) reads infra/retail-pipeline.yaml as a deploy would make it: fast
+checks, no Docker.
 
 The MWAA rehearsal (tests/mwaa) provisions moto and "RDS" from this rendering only, so what is checked here is what
 the rehearsal's containers will find: the secrets (names, values, generated passwords, the RDS attachment), the
@@ -18,24 +19,20 @@ from pathlib import Path
 import pytest
 from psycopg import pq
 
-from include.retail.platform import config
 from include.retail.detect.events import Trigger, keys_from_message_body
+from include.retail.platform import config
 from include.retail.platform.warehouse import LOADER_ROLE, TRANSFORMER_ROLE
 from mwaa.rehearsal import (
     CONTAINER_AWS,
     Deployment,
-    Renderer,
-    Unrenderable,
-    created_resources,
     env_file_text,
     generate_password,
-    load_template,
-    master_user_sql,
     provision_aws,
     rehearsal_env,
     render_deployment,
-    scram_verifier,
 )
+from mwaa.rehearsal_database import master_user_sql, scram_verifier
+from mwaa.template import Renderer, Unrenderable, created_resources, load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = REPO_ROOT / ".venv" / "bin" / "docker-compose"

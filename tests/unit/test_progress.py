@@ -33,7 +33,9 @@ def test_each_dbt_result_is_one_line_without_colours_or_dots() -> None:
 
 def test_the_pipelines_own_info_lines_and_errors_show_others_do_not() -> None:
     state = {"task": "ingest_file[0]"}
-    own = f"{TS} [info     ] incoming/a.xlsx: COPY 250,000 of 541,909 rows [include.retail.ingest.bronze] loc=bronze.py:1"
+    own = (
+        f"{TS} [info     ] incoming/a.xlsx: COPY 250,000 of 541,909 rows [include.retail.ingest.bronze] loc=bronze.py:1"
+    )
     assert summarise(own, state) == "incoming/a.xlsx: COPY 250,000 of 541,909 rows"
     error = f"{TS} [error    ] Task failed with exception [airflow.task] loc=task_runner.py:1"
     assert summarise(error, state) == "ERROR in ingest_file[0]: Task failed with exception"

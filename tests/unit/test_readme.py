@@ -63,7 +63,7 @@ def test_every_repository_path_named_exists(doc: Path) -> None:
 
 
 def test_the_sample_demo_summary_is_what_the_demo_prints() -> None:
-    from devstack.__main__ import DemoSummary
+    from devstack.demo import DemoSummary
 
     block = re.search(r"```\n(  file  .*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
     assert block, "README.md has no sample `make demo` summary"
@@ -159,8 +159,8 @@ def test_the_sample_demo_stage_lines_are_what_the_demo_prints() -> None:
 
 def test_the_sample_summary_lists_the_layers_as_the_demo_does() -> None:
     """Rows per layer: bronze's current rows first, then the models sorted by schema and name, as
-    devstack.__main__._layer_rows counts them, each line in the printer's format."""
-    from devstack.__main__ import DemoSummary
+    devstack.demo._layer_rows counts them, each line in the printer's format."""
+    from devstack.demo import DemoSummary
 
     block = re.search(r"```\n(  file  .*?)```", (REPO / "README.md").read_text(), flags=re.DOTALL)
     assert block, "README.md has no sample `make demo` summary"
