@@ -122,12 +122,10 @@ def health(stack: Stack) -> int:
 
     now = datetime.now(UTC)
 
-    def failed_runs(since: datetime) -> list[dict]:
-        api = stack.api()
-        try:
-            return api.dag_runs(state="failed", end_date_gte=since.isoformat())
-        finally:
-            api.close()
+    api = stack.api()
+
+    def finished_runs(dag_id: str) -> list[dict]:
+        return api.dag_runs(dag_id, state=["success", "failed"])
 
     results = [
         *checks.check_warehouse(lambda: psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5), now),
@@ -137,9 +135,12 @@ def health(stack: Stack) -> int:
             if stack.state.trigger == "events"
             else []
         ),
-        checks.check_failed_runs(failed_runs, now),
         checks.check_stale_runs(lambda: [run.describe() for run in orphaned_runs(stack.airflow_db)]),
     ]
+    try:
+        results[-1:-1] = checks.check_dag_runs(finished_runs, now)
+    finally:
+        api.close()
     text, code = checks.report(results)
     print(text)
     return code

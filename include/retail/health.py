@@ -6,6 +6,7 @@ The checks take clients, not environments: the embedded stack wires them in ``py
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -177,17 +178,55 @@ def check_upload_queue(sqs, queue_url: str) -> list[Check]:
     return [queued, dead_letters]
 
 
-def check_failed_runs(list_failed_runs: Callable[[datetime], Iterable[dict]], now: datetime) -> Check:
-    """DAG runs that failed in the last day, from Airflow's REST API."""
-    since = now - timedelta(days=1)
-    try:
-        failed = list(list_failed_runs(since))
-    except Exception as error:
-        return Check("failed runs (24 h)", CRITICAL, f"Airflow API unreachable: {error}")
-    if not failed:
-        return Check("failed runs (24 h)", OK, "0")
-    named = ", ".join(f"{run['dag_id']} {run['dag_run_id']}" for run in failed[:5])
-    return Check("failed runs (24 h)", CRITICAL, f"{len(failed)}: {named}")
+# What a DAG failing since its last success means. The transform failing leaves gold behind every upload since;
+# an ingest run fails when one of its files failed, and that file shows as failed (critical) or quarantined
+# (a warning) in the checks above, so the run's failure itself only warns.
+SEVERITY_WHEN_FAILING = {
+    "retail_transform": CRITICAL,
+    "retail_ingest": WARNING,
+    "retail_ingest_events": WARNING,
+    "retail_ingest_file": WARNING,
+}
+
+
+def check_dag_runs(latest_runs: Callable[[str], Iterable[dict]], now: datetime) -> list[Check]:
+    """Each DAG's state now, from its finished runs (``latest_runs(dag_id)``: Airflow's REST API's dag runs,
+    newest first, with ``state``, ``dag_run_id``, ``end_date``): failing when its newest finished run failed,
+    with the runs failed since its last success. A failure followed by a success is history, not a finding: a
+    file rejected yesterday and dealt with must not mask a transform failing now."""
+    checks = []
+    for dag_id, severity in SEVERITY_WHEN_FAILING.items():
+        name = f"{dag_id} runs"
+        try:
+            runs = [run for run in latest_runs(dag_id) if run.get("state") in ("success", "failed")]
+        except Exception as error:
+            return [Check("dag runs", CRITICAL, f"Airflow API unreachable: {_first_line(error)}")]
+        if not runs:
+            checks.append(Check(name, OK, "no finished run"))
+            continue
+        failing = list(itertools.takewhile(lambda run: run["state"] == "failed", runs))
+        ended = _ended(runs[0], now)
+        if not failing:
+            checks.append(Check(name, OK, f"last run succeeded{ended}"))
+            continue
+        since = next((run for run in runs if run["state"] == "success"), None)
+        since_text = f"since its last success{_ended(since, now)}" if since else "and none has succeeded yet"
+        checks.append(
+            Check(
+                name,
+                severity,
+                f"failing: {len(failing)} run(s) failed {since_text}; latest {failing[0]['dag_run_id']}",
+            )
+        )
+    return checks
+
+
+def _ended(run: dict, now: datetime) -> str:
+    end = run.get("end_date")
+    if not end:
+        return ""
+    ended_at = datetime.fromisoformat(end) if isinstance(end, str) else end
+    return f" ({_age(ended_at, now)})"
 
 
 def report(checks: list[Check]) -> tuple[str, int]:

@@ -128,3 +128,65 @@ def test_the_unit_tests_run_results_are_what_this_dbt_writes() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     schema = json.loads(RUN_RESULTS_FIXTURE.read_text())["metadata"]["dbt_schema_version"]
     assert schema == result.stdout.strip()
+
+
+# silver.transactions' columns that are not bronze columns, and the bronze columns each is computed from: a
+# column computed only from present values is present. Lineage columns are NOT NULL in bronze itself.
+COMPUTED_FROM = {
+    "transaction_id": ("source_key", "source_row"),
+    "invoiced_at": ("invoice_date",),
+    "line_amount": ("quantity", "unit_price"),
+    "line_type": ("invoice_no", "stock_code", "quantity"),
+    "is_cancellation": ("invoice_no",),
+    "is_non_product": ("stock_code",),
+    "source_rows": (),  # count(*)
+}
+BRONZE_NOT_NULL = ("source_key", "source_row", "batch_id", "loaded_at")
+
+
+def test_every_not_null_of_silver_transactions_has_its_set_aside_rule(manifest: dict) -> None:
+    """A bronze row silver cannot hold is set aside (silver.transactions_set_aside), never left to fail a not_null
+    of silver.transactions: that would stop this and every later transform (issue 22). Walks both lists: each
+    column the model tests not_null is a required column (set aside when missing), bronze lineage, or computed
+    only from those."""
+    required = project_vars()["required_columns"]
+    tested_not_null = {
+        node["column_name"]
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "test"
+        and (node.get("test_metadata") or {}).get("name") == "not_null"
+        and "model.retail.transactions" in node["depends_on"]["nodes"]
+    }
+    assert {"invoice_no", "stock_code", "country"} <= tested_not_null, "the test reads the model's not_null tests"
+    present = set(required) | set(BRONZE_NOT_NULL)
+    unguarded = {
+        column
+        for column in tested_not_null
+        if column not in present and not (column in COMPUTED_FROM and set(COMPUTED_FROM[column]) <= present)
+    }
+    assert not unguarded, f"silver.transactions requires {sorted(unguarded)}, which no set-aside rule guarantees"
+
+
+def project_vars() -> dict:
+    import yaml
+
+    return yaml.safe_load((DBT_PROJECT_DIR / "dbt_project.yml").read_text())["vars"]
+
+
+def test_the_set_aside_reasons_and_bronzes_index_follow_the_required_columns() -> None:
+    """The var is the one list; the reason's accepted values and bronze's partial index of the rows set aside
+    (which PostgreSQL matches only when its predicate is the macro's condition) must say the same."""
+    import re
+
+    import yaml
+
+    required = project_vars()["required_columns"]
+    set_aside = yaml.safe_load((DBT_PROJECT_DIR / "models" / "silver" / "transactions_set_aside.yml").read_text())
+    (reason,) = [column for column in set_aside["models"][0]["columns"] if column["name"] == "reason"]
+    (accepted,) = [test["accepted_values"] for test in reason["data_tests"] if isinstance(test, dict)]
+    assert accepted["arguments"]["values"] == [f"missing_{column}" for column in required]
+    bronze_ddl = (REPO / "include" / "sql" / "010_bronze.sql").read_text()
+    (predicate,) = re.findall(
+        r"create index if not exists retail_transactions_set_aside\w* .*?where \((.*?)\);", bronze_ddl, re.S
+    )
+    assert re.findall(r"(\w+) is null", predicate) == required

@@ -76,22 +76,60 @@ def test_the_warehouse_check_reads_the_ledger_and_reports_an_unreachable_databas
     assert [(check.name, check.severity) for check in refused] == [("warehouse", health.CRITICAL)]
 
 
-def test_failed_runs_and_an_unreachable_api_are_critical_and_the_exit_code_is_the_worst() -> None:
-    now = datetime.now(UTC)
+NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
 
-    def unreachable(since):
+
+def _run(run_id: str, state: str, ended_hours_ago: float) -> dict:
+    end = NOW - timedelta(hours=ended_hours_ago)
+    return {"dag_run_id": run_id, "state": state, "end_date": end.isoformat()}
+
+
+def test_dag_runs_report_what_fails_now_and_a_failure_dealt_with_masks_nothing() -> None:
+    """Issue 22: one rejected file kept `make health` CRITICAL for a day, hiding every later failure. Severity
+    comes from each DAG's state now: the transform failing since its last success is critical; an ingest run
+    that failed (its file shows as quarantined or failed) warns; a failure followed by a success is history."""
+    now = NOW
+    runs = {
+        "retail_transform": [_run("t3", "failed", 0.1), _run("t2", "failed", 0.5), _run("t1", "success", 3)],
+        "retail_ingest": [_run("i2", "success", 1), _run("i1", "failed", 20)],  # rejected yesterday, dealt with
+        "retail_ingest_file": [_run("f1", "failed", 0.2)],
+        "retail_ingest_events": [],
+    }
+
+    checks = {check.name: check for check in health.check_dag_runs(lambda dag_id: runs[dag_id], now)}
+
+    transform = checks["retail_transform runs"]
+    assert transform.severity == health.CRITICAL
+    assert transform.detail.startswith("failing: 2 run(s) failed since its last success (3.0 h ago); latest t3")
+    assert (checks["retail_ingest runs"].severity, checks["retail_ingest runs"].detail) == (
+        health.OK,
+        "last run succeeded (60 min ago)",
+    )
+    assert checks["retail_ingest_file runs"].severity == health.WARNING
+    assert "none has succeeded yet" in checks["retail_ingest_file runs"].detail
+    assert (checks["retail_ingest_events runs"].severity, checks["retail_ingest_events runs"].detail) == (
+        health.OK,
+        "no finished run",
+    )
+
+    # Once the transform succeeds again, only the quarantined file's warning is left.
+    runs["retail_transform"].insert(0, _run("t4", "success", 0.05))
+    runs["retail_ingest_file"].insert(0, _run("f2", "success", 0.1))
+    checks = health.check_dag_runs(lambda dag_id: runs[dag_id], now)
+    assert {check.severity for check in checks} == {health.OK}
+    text, code = health.report([*checks, health.Check("files in quarantine/", health.WARNING, "1")])
+    assert code == health.WARNING
+    assert text.splitlines()[-1] == "pipeline WARNING"
+
+
+def test_an_unreachable_api_is_critical_and_the_exit_code_is_the_worst() -> None:
+    def unreachable(dag_id):
         raise ConnectionError("connection refused")
 
-    none = health.check_failed_runs(lambda since: [], now)
-    failed = health.check_failed_runs(lambda since: [{"dag_id": "retail_ingest", "dag_run_id": "manual__1"}], now)
-    down = health.check_failed_runs(unreachable, now)
-
-    assert none.severity == health.OK
-    assert (failed.severity, failed.detail) == (health.CRITICAL, "1: retail_ingest manual__1")
+    (down,) = health.check_dag_runs(unreachable, datetime.now(UTC))
     assert down.severity == health.CRITICAL
     assert "connection refused" in down.detail
-    assert health.report([none])[1] == health.OK
-    text, code = health.report([none, health.Check("files in quarantine/", health.WARNING, "1"), failed])
+    text, code = health.report([health.Check("files in quarantine/", health.WARNING, "1"), down])
     assert code == health.CRITICAL
     assert text.splitlines()[-1] == "pipeline CRITICAL"
 

@@ -283,3 +283,31 @@ def test_a_model_that_makes_a_null_fails_its_build_naming_the_column(
     assert build.returncode != 0
     assert results(tmp_path)["country_sales"] == "error"
     assert 'column "country" of relation "country_sales" contains null values' in build.stdout
+
+
+def test_a_row_without_a_country_is_set_aside_and_the_next_file_reaches_gold(
+    tmp_path, reset_warehouse, upload, run_ingest, dbt, warehouse
+) -> None:
+    """Issue 22: a workbook whose Country is blank in one row loaded into bronze, then failed every transform on
+    silver's NOT NULL (first build and incremental), so a clean file uploaded next never reached gold. The row is
+    set aside with its reason; both builds pass (the reconciliation of gold with silver and bronze included) and
+    the clean file's lines are in silver."""
+    rows = sample_rows(invoices=120)
+    blank = next(index for index, row in enumerate(rows) if row[3] > 0 and row[5] > 0)
+    rows[blank] = [*rows[blank][:7], None]
+    workbook = write_workbook(tmp_path / "a.xlsx", {"Sheet1": [HEADER, *rows[:200]]})
+    clean = write_csv(tmp_path / "b.csv", [HEADER, *rows[200:]])
+    reset_warehouse()
+    assert run_ingest(upload(workbook, "incoming/blank/a.xlsx")).state == "success"
+    build = dbt("build")
+    assert build.returncode == 0, build.stdout[-3000:]
+    set_aside = warehouse.execute("select reason, source_row from silver.transactions_set_aside").fetchall()
+    assert set_aside == [("missing_country", blank + 2)]
+
+    assert run_ingest(upload(clean, "incoming/blank/b.csv")).state == "success"
+    build = dbt("build")
+    assert build.returncode == 0, build.stdout[-3000:]
+    (lines,) = warehouse.execute(
+        "select count(*) from silver.transactions where source_key = 'incoming/blank/b.csv'"
+    ).fetchone()
+    assert lines > 0

@@ -4,7 +4,7 @@
     silver.transactions keeps the rows where it is null, silver.transactions_set_aside the others.
 -#}
 {% macro required_columns() -%}
-    {{- return(['invoice_no', 'stock_code', 'quantity', 'unit_price', 'invoice_date']) -}}
+    {{- return(var('required_columns')) -}}
 {%- endmacro %}
 
 {% macro set_aside_reason() -%}
