@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from devstack import REPO_ROOT
-from devstack.processes import read_pid, spawn, stop_group
+from devstack.processes import read_pid, spawn, stop_group, stop_recorded_group
 from devstack.stale_runs import OrphanedRun, fail_orphaned_runs
 from devstack.state import StackState, free_port, port_open
 from include.retail.transform.dbt_project import cosmos_docs_setting
@@ -137,6 +137,8 @@ class AirflowServices:
         env = {**os.environ, **self.environment()}
         for service in AIRFLOW_SERVICES:
             if read_pid(self.pid_file(service)) is None:
+                # A service whose leader died may have left its group's workers behind: stop them first.
+                stop_recorded_group(self.pid_file(service))
                 if service == "api-server" and port_open(self.state.api_port):
                     raise RuntimeError(f"port {self.state.api_port} is taken; stop what listens there first")
                 pid = spawn(self.service_command(service), logs / f"airflow-{service}.log", env=env)
@@ -159,10 +161,7 @@ class AirflowServices:
 
     def stop(self) -> None:
         for service in reversed(AIRFLOW_SERVICES):
-            pid = read_pid(self.pid_file(service))
-            if pid is not None:
-                stop_group(pid, timeout=15)
-            self.pid_file(service).unlink(missing_ok=True)
+            stop_recorded_group(self.pid_file(service), timeout=15)
 
     def status(self) -> dict[str, bool]:
         return {f"airflow {service}": read_pid(self.pid_file(service)) is not None for service in AIRFLOW_SERVICES}

@@ -14,7 +14,7 @@ from devstack.aws import (
     read_alerts,
     remove_upload_events,
 )
-from devstack.processes import alive, read_pid, spawn, stop_group
+from devstack.processes import alive, read_pid, spawn, stop_recorded_group
 from devstack.state import StackState, free_port, port_open
 
 REGION = "eu-west-1"
@@ -88,10 +88,7 @@ class MotoServer:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        pid = read_pid(self.pid_file)
-        if pid is not None:
-            stop_group(pid)
-        self.pid_file.unlink(missing_ok=True)
+        stop_recorded_group(self.pid_file)
 
     def provision(self) -> None:
         """The bucket, the topic and its SQS inbox, and when the stack detects uploads by events, the upload

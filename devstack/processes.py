@@ -73,3 +73,21 @@ def read_pid(pid_file: Path) -> int | None:
     except (FileNotFoundError, ValueError):
         return None
     return pid if alive(pid) else None
+
+
+def recorded_group(pid_file: Path) -> int | None:
+    """The process group whose leader's pid ``pid_file`` records, while any member of it lives, leader or not: a
+    leader that died (a killed scheduler) leaves its children (LocalExecutor workers) in its group."""
+    try:
+        pgid = int(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pgid if group_members(pgid) else None
+
+
+def stop_recorded_group(pid_file: Path, timeout: float = 10) -> None:
+    """Stop whatever is left of the group ``pid_file`` records (``stop_group``), then forget it."""
+    pgid = recorded_group(pid_file)
+    if pgid is not None:
+        stop_group(pgid, timeout=timeout)
+    pid_file.unlink(missing_ok=True)
