@@ -311,3 +311,32 @@ def test_a_row_without_a_country_is_set_aside_and_the_next_file_reaches_gold(
         "select count(*) from silver.transactions where source_key = 'incoming/blank/b.csv'"
     ).fetchone()
     assert lines > 0
+
+
+def test_months_are_counted_with_a_sale_not_the_calendar_between(
+    tmp_path, reset_warehouse, upload, run_ingest, dbt, warehouse
+) -> None:
+    """Issue 22: a file of the next year made the summary say "157 months" where 26 had sales: gold's monthly
+    summary has a row for every month of the span (zeros between), and the summary and the report count
+    the months with a sale."""
+    from include.retail.transform.dbt_results import DbtRun
+    from include.retail.transform.gold_report import read_gold
+    from include.retail.transform.layers import gold_revenue
+
+    rows = sample_rows(invoices=40)  # December 2010
+    later = [[*row[:4], row[4] + timedelta(days=400), *row[5:]] for row in rows[:20]]  # January 2012
+    reset_warehouse()
+    path = write_csv(tmp_path / "two-years.csv", [HEADER, *rows, *later])
+    assert run_ingest(upload(path, "incoming/months/two-years.csv")).state == "success"
+    build = dbt("build")
+    assert build.returncode == 0, build.stdout[-3000:]
+
+    (calendar_months,) = warehouse.execute("select count(*) from gold.monthly_sales_summary").fetchone()
+    revenue = gold_revenue(warehouse)
+    assert calendar_months == 14
+    assert (revenue.months, revenue.first_month.isoformat(), revenue.last_month.isoformat()) == (
+        2,
+        "2010-12-01",
+        "2012-01-01",
+    )
+    assert read_gold(warehouse, {}, DbtRun({})).totals["months"] == 2

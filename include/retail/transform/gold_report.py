@@ -129,7 +129,8 @@ class GoldReport:
             "cancelled_orders": cancelled,
             "cancellation_rate": Decimal(cancelled) / (orders + cancelled) if orders + cancelled else Decimal(0),
             "customers": sum(row["customers"] for row in self.segments),
-            "months": len(self.monthly),
+            # with a sale; the monthly rows include the empty months between them
+            "months": sum(1 for row in self.monthly if row["orders"]),
         }
 
     def as_json(self) -> str:

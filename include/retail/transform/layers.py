@@ -19,7 +19,7 @@ class Revenue:
     """Gold's revenue and the months it covers."""
 
     total: Decimal
-    months: int
+    months: int  # with a sale: gold.monthly_sales_summary also has a row for every empty month between them
     first_month: date | None
     last_month: date | None
 
@@ -41,7 +41,11 @@ def layer_counts(conn: psycopg.Connection, project: DbtProject) -> dict[str, int
 
 def gold_revenue(conn: psycopg.Connection) -> Revenue:
     total, first_month, last_month, months = conn.execute(
-        "select sum(revenue), min(month_start), max(month_start), count(*) from gold.monthly_sales_summary"
+        """
+        select sum(revenue), min(month_start), max(month_start), count(*)
+        from gold.monthly_sales_summary
+        where orders > 0
+        """
     ).fetchone()
     return Revenue(total=total or Decimal(0), months=months, first_month=first_month, last_month=last_month)
 
