@@ -24,6 +24,18 @@ MAX_ROWS = 1_048_576
 MAX_COLUMNS = 16_384
 
 _ZIP_MAGIC = b"PK\x03\x04"
+# An OLE2 compound file: what Excel 97-2003 (.xls) writes, and what Excel wraps a password-protected .xlsx in.
+_OLE2_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+# Stream names in an OLE2 directory (UTF-16LE): an encrypted .xlsx's package, a legacy workbook's sheets.
+_ENCRYPTED_PACKAGE = "EncryptedPackage".encode("utf-16-le")
+_LEGACY_WORKBOOK = ("Workbook".encode("utf-16-le"), "Book\x00".encode("utf-16-le"))
+# A document type declaration: no spreadsheet program writes one, and its entities are how an XML entity bomb
+# expands (calamine refuses them, with a multi-line error of its own).
+_DOCTYPE = re.compile(rb"<!(?:DOCTYPE|ENTITY)\b")
+ENTITY_DECLARATIONS = (
+    "declares XML entities (a <!DOCTYPE>), which spreadsheet programs never write and a reader would have to "
+    "expand (an XML entity bomb): save the workbook again from Excel, or export it as CSV"
+)
 _HEAD_BYTES = 64 * 1024  # of each sheet's XML: its dimension and first row are near the start
 _SMALL_PART_BYTES = 10 * 1024 * 1024  # workbook.xml and the rels are tiny; a bigger one is not read
 _SCAN_BLOCK = 4 * 1024 * 1024
@@ -80,6 +92,8 @@ def check_file(
     with path.open("rb") as handle:
         head = handle.read(4096)
     if not head.startswith(_ZIP_MAGIC):
+        if head.startswith(_OLE2_MAGIC):
+            return _compound_file_reason(path), WorkbookLayout()
         if _looks_like_text(head):
             return "looks like a CSV, not an .xlsx workbook (rename it .csv)", WorkbookLayout()
         return "truncated or not an .xlsx workbook (it does not start as a zip archive)", WorkbookLayout()
@@ -88,6 +102,34 @@ def check_file(
             return _check_workbook(archive, max_uncompressed_mb, max_compression_ratio, max_sheet_cells)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, ValueError) as error:
         return f"truncated or not an .xlsx workbook ({without_paths(error)})", WorkbookLayout()
+
+
+def _compound_file_reason(path: Path) -> str:
+    """What an OLE2 file named .xlsx is, by the streams its directory names: a password-protected workbook, or an
+    Excel 97-2003 one."""
+    legacy, tail = False, b""
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(_SCAN_BLOCK), b""):
+            window = tail + block  # a name split across two blocks is still found
+            if _ENCRYPTED_PACKAGE in window:
+                return (
+                    "a password-protected (encrypted) workbook, which cannot be read without its password: "
+                    "save a copy without a password (Excel: File > Info > Protect Workbook), or export it as CSV"
+                )
+            legacy = legacy or any(name in window for name in _LEGACY_WORKBOOK)
+            tail = block[-64:]
+    if legacy:
+        return "an Excel 97-2003 workbook (.xls) named .xlsx: save it as an Excel Workbook (.xlsx), or as CSV"
+    return "not an .xlsx workbook: an Office compound document of another kind"
+
+
+def unreadable_workbook(error: BaseException) -> str:
+    """The rejection of a workbook the reader failed on, in one line without the reader's internals."""
+    text = without_paths(error) if isinstance(error, Exception) else type(error).__name__
+    if "unrecognized entity" in text or "DOCTYPE" in text:
+        return f"the workbook {ENTITY_DECLARATIONS}"
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"truncated or not an .xlsx workbook ({first.removesuffix(':').strip()[:300]})"
 
 
 def without_paths(error: Exception) -> str:
@@ -117,6 +159,11 @@ def _check_workbook(
     names = {entry.filename for entry in entries}
     if "xl/workbook.xml" not in names and "[Content_Types].xml" not in names:
         return "truncated or not an .xlsx workbook (it is a zip archive without a workbook in it)", WorkbookLayout()
+    for entry in entries:
+        if entry.filename.endswith((".xml", ".rels")):
+            with archive.open(entry) as handle:
+                if _DOCTYPE.search(handle.read(_HEAD_BYTES)):
+                    return f"{entry.filename} {ENTITY_DECLARATIONS}", WorkbookLayout()
     layout = _layout(archive, names)
     for name, part in layout.sheets.items():
         with archive.open(part.xml) as handle:

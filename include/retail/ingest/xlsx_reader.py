@@ -22,7 +22,12 @@ from include.retail.ingest.sheets import (
     sheet_from_grid,
     shown,
 )
-from include.retail.ingest.workbook_limits import SheetPart, WorkbookLayout, formulas_without_result, without_paths
+from include.retail.ingest.workbook_limits import (
+    SheetPart,
+    WorkbookLayout,
+    formulas_without_result,
+    unreadable_workbook,
+)
 
 _XML_BLOCK = 4 << 20
 
@@ -59,7 +64,7 @@ def read_workbook(path: Path, source_name: str, layout: WorkbookLayout) -> Sourc
             for name in workbook.sheet_names
         }
     except Exception as error:  # calamine raises several types for a damaged or foreign file
-        reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+        reason = unreadable_workbook(error)
         raise contract.FileRejected(source_name, reason) from error
     sheets, ignored, first_rows = [], [], {}
     for name, grid in grids.items():
@@ -88,7 +93,7 @@ def workbook_batches(
         workbook = fastexcel.read_excel(path)
         names = workbook.sheet_names
     except Exception as error:
-        reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+        reason = unreadable_workbook(error)
         raise contract.FileRejected(source_name, reason) from error
     firsts: dict[str, pl.DataFrame] = {}  # sheet -> its grid's first row, for the message when no sheet is data
     first_rows: dict[str, int] = {}
@@ -106,7 +111,7 @@ def workbook_batches(
             try:
                 grid = workbook.load_sheet(name, header_row=None, dtypes="string").to_polars()
             except Exception as error:
-                reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+                reason = unreadable_workbook(error)
                 raise contract.FileRejected(source_name, reason) from error
             firsts[name] = grid.head(1)
             sheet = sheet_from_grid(grid, name, source_name, first_rows[name])
@@ -208,7 +213,7 @@ def _sheet_batches(
                     .to_polars()
                 )
             except Exception as error:
-                reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+                reason = unreadable_workbook(error)
                 raise contract.FileRejected(source_name, reason) from error
 
         header_xml = header_values = None
@@ -253,7 +258,7 @@ def _sheet_batches(
         except (zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
             if header_xml is None:
                 raise _NotStreamable from error
-            reason = f"truncated or not an .xlsx workbook ({without_paths(error)})"
+            reason = unreadable_workbook(error)
             raise contract.FileRejected(source_name, reason) from error
 
 
