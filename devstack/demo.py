@@ -24,6 +24,7 @@ from devstack.stale_runs import fail_orphaned_runs
 from devstack.warehouse import OWNER_ROLE
 from include.retail.ingest import ledger
 from include.retail.ingest.ledger import Status
+from include.retail.platform.text import printable
 
 
 def _layer_rows(stack: Stack) -> dict[str, int]:
@@ -69,7 +70,7 @@ def demo(stack: Stack, workbook: Path | None) -> int:
     stack.use_trigger("sensor")
     path = workbook.resolve() if workbook else sample.sample_workbook(stack.home / "samples")
     if not path.is_file():
-        print(f"demo: {path} is not a file", file=sys.stderr)
+        print(printable(f"demo: {path} is not a file"), file=sys.stderr)
         return 2
     started_at = datetime.now(UTC)
     summary = DemoSummary(path=path)
@@ -91,7 +92,8 @@ def demo(stack: Stack, workbook: Path | None) -> int:
 
 
 class DemoSummary:
-    """What the demo found out so far: printed at the end, however it ends."""
+    """What the demo found out so far: printed at the end, however it ends. What came from the file or the
+    bucket (its name, key, rejection reason, the alerts' subjects) is printed through ``printable``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -111,7 +113,7 @@ class DemoSummary:
             return
         self.printed = True
         print()
-        print(f"  file           {self.path.name}" + (f"  (s3://{BUCKET}/{self.key})" if self.key else ""))
+        print(printable(f"  file           {self.path.name}" + (f"  (s3://{BUCKET}/{self.key})" if self.key else "")))
         if self.key is None:
             print("  status         not uploaded")
         elif self.ledger is None:
@@ -126,8 +128,8 @@ class DemoSummary:
             print(f"  rows loaded    {row['rows_loaded']:,}")
             print(f"  rows rejected  {row['rows_rejected']:,}")
             if row["error"]:
-                print(f"  reason         {row['error']}")
-                print(f"  report         s3://{BUCKET}/quarantine/{self.path.name}.report.json")
+                print(f"  reason         {printable(row['error'])}")
+                print(printable(f"  report         s3://{BUCKET}/quarantine/{self.path.name}.report.json"))
         if self.ingest_seconds is not None:
             transform = f" + {self.transform_seconds:.1f} transform" if self.transform_code is not None else ""
             print(f"  seconds        {self.ingest_seconds:.1f} ingest{transform}")
@@ -136,10 +138,10 @@ class DemoSummary:
             for table, rows in self.layers.items():
                 print(f"    {table:36} {rows:>10,} rows")
         if self.alerts is not None:
-            alerts = "".join(f"\n                 - {alert['subject']}" for alert in self.alerts)
+            alerts = "".join(f"\n                 - {printable(alert['subject'])}" for alert in self.alerts)
             print(f"  alerts sent    {len(self.alerts)}{alerts}")
         if self.holds is not None:
-            files = "".join(f"\n                 - {key}: {rows:,} rows" for key, rows in self.holds)
+            files = "".join(f"\n                 - {printable(key)}: {rows:,} rows" for key, rows in self.holds)
             print(f"  bronze holds   {len(self.holds)} file(s) (make reset empties the warehouse){files}")
         print('  warehouse      make psql  (or: psql "$(make -s warehouse-url)")')
         print()

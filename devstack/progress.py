@@ -16,6 +16,10 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from include.retail.platform.text import printable
+
+# Colours (SGR sequences) as dbt and the log renderer write them: taken out. Any other control character left,
+# a file's value among them (``ESC[2J`` clears the screen, CR rewrites the line), is shown escaped.
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # structlog's console lines: "<timestamp> [<level>] <message> [<logger>] key=value ..."
 _LINE = re.compile(r"^\S+ \[(?P<level>\w+)\s*\] (?P<message>.*?)\s+\[(?P<logger>[\w.]+)\]")
@@ -35,13 +39,19 @@ class Clock:
         self.started = time.perf_counter()
 
     def stage(self, text: str, out: TextIO | None = None) -> None:
-        print(f"  [{time.perf_counter() - self.started:6.1f}s] {text}", file=out or sys.stdout, flush=True)
+        """Print ``text`` as one line; a control character in it (from a file's name or value) shown escaped."""
+        print(f"  [{time.perf_counter() - self.started:6.1f}s] {printable(text)}", file=out or sys.stdout, flush=True)
 
 
 def summarise(line: str, state: dict) -> str | None:
     """The stage line for one log line, or None when it tells a user nothing. ``state`` remembers the task
-    that is running, to name it beside an error."""
-    line = _ANSI.sub("", line.rstrip("\n"))
+    that is running, to name it beside an error. What it returns is printable: a rejected value's control
+    characters are shown escaped, never sent to the terminal."""
+    text = _stage_line(_ANSI.sub("", line.rstrip("\r\n")), state)
+    return None if text is None else printable(text)
+
+
+def _stage_line(line: str, state: dict) -> str | None:
     if started := _TASK_STARTS.search(line):
         task = started["task"] + (f"[{started['index']}]" if started["index"] != "-1" else "")
         state["task"] = task
@@ -84,7 +94,8 @@ class LogFollower:
         while True:
             stopping = self._stop.is_set()
             if self.log.exists():
-                with self.log.open(errors="replace") as handle:
+                # newline="": a CR inside a logged value stays in its line, to be shown escaped, not as a break.
+                with self.log.open(errors="replace", newline="") as handle:
                     handle.seek(self._offset)
                     chunk = handle.read()
                     self._offset = handle.tell()

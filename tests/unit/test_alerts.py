@@ -6,7 +6,14 @@ import pytest
 from airflow.sdk import DAG
 
 from include.retail.platform import alerts, config
-from include.retail.platform.alerts import SUBJECT_MAX_CHARS, failure_alert, publish_with_retries, subject_line
+from include.retail.platform.alerts import (
+    SUBJECT_MAX_CHARS,
+    failure_alert,
+    message_body,
+    publish,
+    publish_with_retries,
+    subject_line,
+)
 from include.retail.transform.tasks import transform_failure_alert
 
 
@@ -16,7 +23,11 @@ def test_subject_line_is_one_line_within_the_sns_limit() -> None:
     assert len(subject) <= SUBJECT_MAX_CHARS < 100
     assert subject.endswith("…")
     assert subject_line("short") == "short"
-    assert subject_line("a\x00b\x1fc") == "a b c"  # SNS refuses control characters
+    # SNS refuses control characters; shown escaped, a file's name stays recognisable.
+    assert subject_line("a\x00b\x1fc\u202e") == "a\\x00b\\x1fc\\u202e"
+    assert subject_line("[retail] FAILED retail_ingest.ingest_file: incoming/\x1b[2J.xlsx") == (
+        "[retail] FAILED retail_ingest.ingest_file: incoming/\\x1b[2J.xlsx"
+    )
 
 
 class FakeTaskInstance(SimpleNamespace):
@@ -27,7 +38,12 @@ class FakeTaskInstance(SimpleNamespace):
 
 
 def render_failure(
-    dag_id: str, task_id: str, map_index: int, rendered_map_index: str | None = None, xcoms: dict | None = None
+    dag_id: str,
+    task_id: str,
+    map_index: int,
+    rendered_map_index: str | None = None,
+    xcoms: dict | None = None,
+    exception: Exception | None = None,
 ) -> tuple[str, str]:
     context = {
         "dag": DAG(dag_id, schedule=None),
@@ -41,7 +57,7 @@ def render_failure(
             xcoms=xcoms or {},
         ),
         "run_id": "manual__2026-11-22",
-        "exception": ValueError("incoming/bad.xlsx: missing required column(s): CustomerID"),
+        "exception": exception or ValueError("incoming/bad.xlsx: missing required column(s): CustomerID"),
     }
     return transform_failure_alert(context) if dag_id == "retail_transform" else failure_alert(context)
 
@@ -114,3 +130,65 @@ def test_an_alert_sns_refuses_is_retried_then_logged_whole(monkeypatch, caplog) 
 
     monkeypatch.setattr(alerts, "publish", flaky)
     assert publish_with_retries("arn:topic", "s", "m") == "message-id"
+
+
+def test_a_files_control_characters_reach_no_alert_raw_and_forge_no_line() -> None:
+    """The key and the error come from the file: ESC, CR and a bidi override are shown escaped, and a line
+    break of the file's own is indented under its field, so it cannot pass for another field (a fake Log:)."""
+    key = "incoming/\x1b[2Jevil\u202exslx.csv"
+    error = ValueError(f"{key}: row 2: Quantity 'paid\rREFUND' is not a number\nLog:    https://phish.example")
+    subject, message = render_failure("retail_ingest", "ingest_file", 0, rendered_map_index=key, exception=error)
+    assert subject == "[retail] FAILED retail_ingest.ingest_file: incoming/\\x1b[2Jevil\\u202exslx.csv"
+    assert "File:   incoming/\\x1b[2Jevil\\u202exslx.csv\n" in message
+    assert (
+        "Error:  incoming/\\x1b[2Jevil\\u202exslx.csv: row 2: Quantity 'paid\\rREFUND' is not a number\n"
+        "        Log:    https://phish.example\n"
+    ) in message
+    assert [line for line in message.splitlines() if line.startswith("Log:")] == ["Log:    http://airflow/log"]
+    assert message == message_body(message)
+    assert all(line.isprintable() for line in message.splitlines())
+
+
+def test_a_dbt_message_is_one_line_its_control_characters_escaped() -> None:
+    xcoms = {
+        "model__retail__fact_sales_daily_status": {"status": "error", "outlet_uris": []},
+        "model__retail__fact_sales_daily_dbt_event": {"status": None, "msg": "Database Error\n  division by zero\x1b"},
+    }
+    _, message = render_failure("retail_transform", "dbt.dbt_producer_watcher", -1, xcoms=xcoms)
+    assert "- model fact_sales_daily: error: Database Error division by zero\\x1b\n" in message
+
+
+def test_every_message_sent_to_sns_is_printable_but_keeps_its_lines(monkeypatch) -> None:
+    """``publish`` is the one way out, for the stages' summaries too: whatever body it is given."""
+    from airflow.providers.amazon.aws.hooks import sns
+
+    sent = []
+
+    class FakeSnsHook:
+        def __init__(self, aws_conn_id: str) -> None:
+            pass
+
+        def publish_to_target(self, target_arn: str, subject: str, message: str) -> dict:
+            sent.append((subject, message))
+            return {"MessageId": "m-1"}
+
+    monkeypatch.setattr(sns, "SnsHook", FakeSnsHook)
+    summary = "Run r loaded 1 file.\n\n- incoming/\x1b[2Ja.xlsx: rejected and quarantined: row 2: '\r\u202e'\n"
+    assert publish("arn:topic", "[retail] Loaded \x1b[2J", summary) == "m-1"
+    assert sent == [
+        (
+            "[retail] Loaded \\x1b[2J",
+            "Run r loaded 1 file.\n\n- incoming/\\x1b[2Ja.xlsx: rejected and quarantined: row 2: '\\r\\u202e'\n",
+        )
+    ]
+
+
+def test_an_alert_logged_when_sns_is_down_is_printable_too(monkeypatch, caplog) -> None:
+    def down(topic_arn, subject, message):
+        raise ConnectionError("sns endpoint down")
+
+    monkeypatch.setattr(alerts, "publish", down)
+    monkeypatch.setattr(config, "ALERT_RETRY_DELAYS", ())
+    assert publish_with_retries("arn:topic", "[retail] FAILED x", "File:   incoming/\x1b[2J.xlsx\n") is None
+    assert "File:   incoming/\\x1b[2J.xlsx" in caplog.text
+    assert "\x1b" not in caplog.text

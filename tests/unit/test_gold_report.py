@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -10,7 +11,7 @@ import pytest
 
 from include.retail.transform.dbt_results import DbtRun
 from include.retail.transform.gold_report import GoldReport, Quality
-from include.retail.transform.gold_report_page import embedded_data, figures, render_html
+from include.retail.transform.gold_report_page import embedded_data, figures, plotly_text, render_html, script_json
 from include.retail.transform.gold_report_publish import LATEST_KEY, ReportLink, dated_key
 from include.retail.transform.layers import Revenue
 from include.retail.transform.summary import transform_summary
@@ -151,6 +152,51 @@ def test_a_closing_script_tag_in_the_data_cannot_end_the_data_early() -> None:
     page = render_html(hostile)
     assert embedded_data(page)["products"][0]["description"] == "</script><script>alert(1)</script>"
     assert "</script><script>alert(1)" not in page  # escaped in the embedded data and in plotly's
+
+
+@pytest.mark.parametrize(
+    "text", ["<!--<script", "</script><script>alert(1)</script>", "a & b > c", "<\\/ \\u003c", "é\u2028\x00"]
+)
+def test_the_embedded_json_holds_no_markup_and_reads_back_exactly(text: str) -> None:
+    """Every ``<`` (also ``>``, ``&``) is a JSON escape, so ``<!--<script`` cannot swallow the script's end."""
+    hostile = GoldReport(
+        generated_at=REPORT.generated_at,
+        monthly=MONTHLY,
+        countries=[{**COUNTRIES[0], "country": text}],
+        products=[{**PRODUCTS[0], "description": text, "stock_code": text}],
+        segments=[{**SEGMENTS[0], "rfm_segment": text}],
+        quality=QUALITY,
+    )
+    page = render_html(hostile)
+    start = page.index('<script type="application/json" id="gold-data">') + len('<script type="application/json" ')
+    block = page[start : page.index("</script>", start)]
+    assert not set("<>&") & set(block.removeprefix('id="gold-data">'))
+    assert embedded_data(page) == json.loads(hostile.as_json())
+    assert json.loads(script_json(json.dumps(text))) == text
+
+
+def test_labels_from_the_data_are_plotly_text_not_markup() -> None:
+    """Plotly decodes ``&amp;``, ``&lt;`` and ``&gt;`` in its text into those characters (and nothing else):
+    the labels carry them so, and an axis of labels is a category axis whatever the labels look like."""
+    assert (
+        plotly_text('<a href="https://x">R&D</a> > &lt;') == '&lt;a href="https://x"&gt;R&amp;D&lt;/a&gt; &gt; &amp;lt;'
+    )
+    assert plotly_text("REGENCY CAKESTAND 3 TIER · 22423 $5 “quoted”") == "REGENCY CAKESTAND 3 TIER · 22423 $5 “quoted”"
+    hostile = GoldReport(
+        generated_at=REPORT.generated_at,
+        monthly=MONTHLY,
+        countries=[{**COUNTRIES[0], "country": "<b>bold</b>"}, {**COUNTRIES[1], "country": "2011-01"}],
+        products=[{**PRODUCTS[0], "description": "<br>R&D", "stock_code": "<i>1</i>"}],
+        segments=[{**SEGMENTS[0], "rfm_segment": "<sup>1</sup>"}],
+        quality=QUALITY,
+    )
+    charts = figures(hostile)
+    assert list(charts["top-countries"].data[0].y) == ["2011-01", "&lt;b&gt;bold&lt;/b&gt;"]
+    assert list(charts["top-products"].data[0].y) == ["&lt;br&gt;R&amp;D · &lt;i&gt;1&lt;/i&gt;"]
+    assert list(charts["rfm-segments"].data[0].x) == ["&lt;sup&gt;1&lt;/sup&gt;"]
+    assert charts["top-countries"].layout.yaxis.type == "category"
+    assert charts["top-products"].layout.yaxis.type == "category"
+    assert charts["rfm-segments"].layout.xaxis.type == "category"
 
 
 def test_the_dated_key_sorts_by_time_and_the_summary_links_the_report() -> None:

@@ -53,3 +53,38 @@ def test_the_follower_prints_what_is_appended_while_it_runs(tmp_path) -> None:
         time.sleep(0.5)
     assert "new line" in out.getvalue()
     assert "old line" not in out.getvalue()
+
+
+def test_a_files_control_characters_are_shown_escaped_never_sent_to_the_terminal() -> None:
+    """A rejected value or a file's name in a log line: ESC (clear the screen), CR (overwrite the line), a bidi
+    override and C1 controls are printed as escapes; the log's own colours are still taken out."""
+    error = (
+        f"{TS} [\x1b[31merror\x1b[0m    ] incoming/a\u202exslx.csv: 3 of 3 rows have values that cannot be typed;"
+        " first: row 2: Quantity '\x1b[2J\x1b[H7\rPAID\x9b' is not a whole number [airflow.task] loc=x"
+    )
+    shown = summarise(error, {"task": "ingest_file[0]"})
+    assert shown == (
+        "ERROR in ingest_file[0]: incoming/a\\u202exslx.csv: 3 of 3 rows have values that cannot be typed;"
+        " first: row 2: Quantity '\\x1b[2J\\x1b[H7\\rPAID\\x9b' is not a whole number"
+    )
+    own = f"{TS} [info     ] incoming/\x1b]0;owned\x07.xlsx: downloaded 1 MB [include.retail.ingest.load] loc=x"
+    assert summarise(own, {}) == "incoming/\\x1b]0;owned\\x07.xlsx: downloaded 1 MB"
+    dbt = f"{TS} [info     ] 1 of 2 PASS accepted_values_\x1b[2Jx ...... [\x1b[32mPASS\x1b[0m in 0.1s] [cosmos] l"
+    assert summarise(dbt, {}) == "dbt   1/2 PASS  accepted_values_\\x1b[2Jx (PASS in 0.1s)"
+
+
+def test_a_stage_line_is_printed_escaped_and_a_cr_in_the_log_stays_in_its_line(tmp_path) -> None:
+    out = io.StringIO()
+    Clock().stage("uploading evil\x1b[2J.xlsx ...", out)
+    assert "evil\\x1b[2J.xlsx" in out.getvalue()
+    assert "\x1b" not in out.getvalue()
+
+    log = tmp_path / "demo.log"
+    log.write_text("")
+    out = io.StringIO()
+    with LogFollower(log, Clock(), out=out), log.open("a", newline="") as handle:
+        handle.write(f"{TS} [info     ] Quantity 'paid\rREFUND' [include.retail.ingest.load] loc=x\r\n")
+        handle.flush()
+        time.sleep(0.5)
+    assert "Quantity 'paid\\rREFUND'" in out.getvalue()
+    assert "\r" not in out.getvalue()

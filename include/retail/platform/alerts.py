@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 
 from include.retail.platform import config
+from include.retail.platform.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +24,21 @@ _ERROR_MAX_CHARS = 2000
 
 
 def subject_line(text: str) -> str:
-    """One line of printable characters, short enough for SNS."""
-    single = " ".join("".join(char if char.isprintable() else " " for char in text).split())
+    """One line of printable characters (a control character shown escaped), short enough for SNS."""
+    single = " ".join(printable(text).split())
     return single if len(single) <= SUBJECT_MAX_CHARS else single[: SUBJECT_MAX_CHARS - 1] + "…"
+
+
+def message_body(text: str) -> str:
+    """An SNS message as it is sent: its lines kept, any other control character shown escaped, so a value from
+    a file (an ESC sequence, a CR, a bidi override) never reaches a mail client or terminal raw."""
+    return printable(text, keep="\n")
+
+
+def _field(value: object) -> str:
+    """A value from outside (a file key, an error, dbt's message) as one field of an alert's body: its control
+    characters escaped, and each line break of its own indented, so no line of it can pass for another field."""
+    return "\n        ".join(printable(line) for line in str(value).split("\n"))
 
 
 def failure_alert(context, failed_nodes: Sequence[dict] = ()) -> tuple[str, str]:
@@ -47,7 +60,7 @@ def failure_alert(context, failed_nodes: Sequence[dict] = ()) -> tuple[str, str]
         subject = prefix + (f" [{map_index}]" if map_index >= 0 else "")
 
     exception = context.get("exception")
-    error = str(exception)[:_ERROR_MAX_CHARS] if exception else "unknown (see the log)"
+    error = _field(str(exception)[:_ERROR_MAX_CHARS]) if exception else "unknown (see the log)"
     lines = [
         "A task of the retail pipeline failed.",
         "",
@@ -55,19 +68,20 @@ def failure_alert(context, failed_nodes: Sequence[dict] = ()) -> tuple[str, str]
         f"Task:   {ti.task_id}" + (f" (map index {map_index})" if map_index >= 0 else ""),
     ]
     if file_key:
-        lines.append(f"File:   {file_key}")
+        lines.append(f"File:   {_field(file_key)}")
     lines += [
-        f"Run:    {context.get('run_id')}",
+        f"Run:    {_field(context.get('run_id'))}",
         f"Try:    {ti.try_number} of {task.retries + 1}",
         f"Error:  {error}",
     ]
     if failed_nodes:
         lines += ["", "Failed in dbt:"]
         lines += [
-            f"- {node['name']}: {node['status']}" + (f": {node['msg']}" if node["msg"] else "") for node in failed_nodes
+            f"- {_field(node['name'])}: {node['status']}" + (f": {_field(node['msg'])}" if node["msg"] else "")
+            for node in failed_nodes
         ]
     lines.append(f"Log:    {ti.log_url}")
-    return subject_line(subject), "\n".join(lines) + "\n"
+    return subject_line(subject), message_body("\n".join(lines) + "\n")
 
 
 def alert_on_failure(context) -> None:
@@ -93,6 +107,7 @@ def alert_on_first_retry(context) -> None:
 
 def send(subject: str, message: str) -> None:
     """Publish to the alerts topic (the Variable ``retail_alerts_topic_arn``) with retries; never raises."""
+    subject, message = subject_line(subject), message_body(message)
     try:
         from airflow.sdk import Variable
 
@@ -108,6 +123,7 @@ def send(subject: str, message: str) -> None:
 def publish_with_retries(topic_arn: str, subject: str, message: str) -> str | None:
     """Publish, trying again after each of ``config.ALERT_RETRY_DELAYS``; when every try fails, log the alert
     whole (so it is in the task's log) and return None. Never raises: an alert is no reason to fail a task."""
+    subject, message = subject_line(subject), message_body(message)
     delays = list(config.ALERT_RETRY_DELAYS)
     for attempt in range(1, len(delays) + 2):
         try:
@@ -131,10 +147,11 @@ def publish_with_retries(topic_arn: str, subject: str, message: str) -> str | No
 
 
 def publish(topic_arn: str, subject: str, message: str) -> str:
-    """Publish through the Amazon provider's hook; returns the SNS message id."""
+    """Publish through the Amazon provider's hook; returns the SNS message id. Every message goes out through
+    here, the stages' summaries too: the subject and body are made printable once more on the way."""
     from airflow.providers.amazon.aws.hooks.sns import SnsHook
 
     response = SnsHook(aws_conn_id=config.AWS_CONN_ID).publish_to_target(
-        target_arn=topic_arn, subject=subject_line(subject), message=message
+        target_arn=topic_arn, subject=subject_line(subject), message=message_body(message)
     )
     return response["MessageId"]

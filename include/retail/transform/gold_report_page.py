@@ -3,6 +3,10 @@
 Charts are plotly's, with plotly.js inlined once, so the page opens offline and straight from the bucket: no
 CDN, no server. The figures it shows are also embedded as JSON (``<script id="gold-data">``), so a test reads
 them back. plotly is imported inside the functions so that parsing the DAG does not pay for it.
+
+Nothing a file says is markup here: a country, description, stock code or segment is drawn as the text it is
+(``plotly_text``), the HTML around the charts escapes what it shows, and the embedded JSON cannot end or
+re-open its script element (``script_json``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,21 @@ if TYPE_CHECKING:
 
     from include.retail.transform.gold_report import GoldReport
 
-# Plotly's mode bar without its logo; charts follow the page's width.
-PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
+# Plotly's mode bar without its logo; charts follow the page's width; no text typeset as LaTeX (`$…$`): the
+# page loads no MathJax, and a label from a file is never to become math.
+PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "typesetMath": False}
 ACCENT, SECOND = "#1f6f8b", "#e07a1f"
+
+
+def plotly_text(text: str) -> str:
+    """``text`` as plotly draws it literally, for every label or hover text that comes from the data.
+
+    Plotly reads its text as pseudo-HTML: ``<b>``, ``<i>``, ``<u>``, ``<s>``, ``<sup>``, ``<sub>``, ``<em>``,
+    ``<span style>`` and ``<br>`` style or break it, ``<a href>`` becomes a live link, and entities are decoded.
+    It decodes entities only within the text between tags, into text nodes (plotly.js ``buildSVGText`` and
+    ``convertEntities``, src/lib/svg_text_utils.js), so ``&``, ``<`` and ``>`` written as ``&amp;``, ``&lt;``
+    and ``&gt;`` are shown as those characters and nothing else: ordinary text looks as before."""
+    return html.escape(text, quote=False)
 
 
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
@@ -66,32 +82,37 @@ def figures(report: GoldReport) -> dict[str, go.Figure]:
     countries = go.Figure(
         go.Bar(
             x=[float(row["revenue"]) for row in reversed(report.countries)],
-            y=[row["country"] for row in reversed(report.countries)],
+            y=[plotly_text(row["country"]) for row in reversed(report.countries)],
             orientation="h",
             marker_color=ACCENT,
         )
     )
     countries.update_xaxes(type="log", title_text="revenue (log scale)")
+    # Labels are categories whatever they look like: a country written "2011-01" or "1e3" is not a date or number.
+    countries.update_yaxes(type="category")
     products = go.Figure(
         go.Bar(
             x=[float(row["revenue"]) for row in reversed(report.products)],
             y=[
-                f"{row['description'] or '(no description)'} · {row['stock_code']}" for row in reversed(report.products)
+                plotly_text(f"{row['description'] or '(no description)'} · {row['stock_code']}")
+                for row in reversed(report.products)
             ],
             orientation="h",
             marker_color=ACCENT,
         )
     )
     products.update_xaxes(title_text="revenue")
+    products.update_yaxes(type="category")
     segments = go.Figure(
         go.Bar(
-            x=[row["rfm_segment"] for row in report.segments],
+            x=[plotly_text(row["rfm_segment"]) for row in report.segments],
             y=[row["customers"] for row in report.segments],
             marker_color=ACCENT,
             text=[row["customers"] for row in report.segments],
             textposition="outside",
         )
     )
+    segments.update_xaxes(type="category")
     segments.update_yaxes(title_text="customers")
     return {
         "monthly-revenue": _layout(monthly, "Monthly revenue and orders"),
@@ -202,9 +223,18 @@ def render_html(report: GoldReport) -> str:
         kpis="".join(f'<div class="kpi"><b>{value}</b><span>{label}</span></div>' for value, label in kpis),
         charts="\n".join(charts),
         quality=_quality_panel(report),
-        # `</` would end the script element early; JSON allows `<\\/` for it.
-        data=report.as_json().replace("</", "<\\/"),
+        data=script_json(report.as_json()),
     )
+
+
+def script_json(text: str) -> str:
+    """JSON text safe inside a ``<script>`` element: every ``<``, ``>`` and ``&`` written as its JSON escape.
+
+    Inside a script element ``</script`` ends it, and ``<!--`` followed by ``<script`` makes the parser skip the
+    next ``</script>`` (HTML's "script data double escaped" state), so a description ``<!--<script`` would run
+    the data on into the rest of the page. JSON has no ``<`` outside its strings, and ``\\u003c`` in a string
+    reads back as ``<``: ``json.loads`` returns exactly the values written."""
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def embedded_data(page: str) -> dict[str, Any]:
