@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from include.retail.ingest import ledger
 from include.retail.platform import config
+from include.retail.platform.text import printable
 
 OK, WARNING, CRITICAL = 0, 1, 2
 _LABELS = {OK: "OK", WARNING: "WARNING", CRITICAL: "CRITICAL"}
@@ -32,7 +33,8 @@ class Check:
     detail: str
 
     def line(self) -> str:
-        return f"{_LABELS[self.severity]:8} {self.name:26} {self.detail}"
+        """One line: the detail may quote a file's key or error, shown with its control characters escaped."""
+        return f"{_LABELS[self.severity]:8} {self.name:26} {printable(self.detail)}"
 
 
 def _age(since: datetime, now: datetime) -> str:

@@ -175,3 +175,8 @@ def test_batches_silver_lacks_warn_then_turn_critical_and_failed_files_are_criti
         assert health.report(fresh)[1] == health.CRITICAL
     finally:
         reset_warehouse()
+
+
+def test_a_files_key_in_a_finding_is_printed_with_its_control_characters_escaped() -> None:
+    check = health.Check("failed files", health.CRITICAL, "1: incoming/\x1b[2Jclear.csv (latest error: x\ry)")
+    assert check.line().endswith("1: incoming/\\x1b[2Jclear.csv (latest error: x\\ry)")

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from include.retail.ingest.announce import load_summary
+from include.retail.ingest.ledger import Status
 from include.retail.transform.dbt_results import DbtRun
 from include.retail.transform.layers import Revenue, nothing_to_announce
 from include.retail.transform.summary import transform_summary
@@ -113,3 +114,21 @@ def test_a_transform_with_empty_gold_has_nothing_to_announce() -> None:
     assert nothing_to_announce(COUNTS) is None
     assert nothing_to_announce({**COUNTS, "gold.monthly_sales_summary": 0})
     assert nothing_to_announce({"bronze.retail_transactions_current": 0})
+
+
+def test_the_load_summary_shows_a_files_control_characters_escaped() -> None:
+    """Issue 22: a key or a rejection reason is the file's text; its own line break must not forge a line of the
+    summary, nor an escape sequence act on whoever reads it."""
+    results = [
+        {
+            "key": "incoming/a\nFAKE LINE\x1b[2J.csv",
+            "status": Status.REJECTED,
+            "rows_loaded": 0,
+            "rows_rejected": 0,
+            "error": "row 2: Country: expected text, got '\x1b]0;pwned\x07'",
+        }
+    ]
+    _, message = load_summary(results, run_id="run-4")
+    assert "\x1b" not in message and "\x07" not in message
+    assert "- incoming/a\\nFAKE LINE\\x1b[2J.csv: rejected and quarantined: row 2: Country: expected text" in message
+    assert not any(line.startswith("FAKE LINE") for line in message.splitlines())

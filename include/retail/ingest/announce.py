@@ -14,6 +14,7 @@ from include.retail.ingest import ledger
 from include.retail.ingest.ledger import Status
 from include.retail.platform import alerts, config
 from include.retail.platform.alerts import subject_line
+from include.retail.platform.text import printable
 
 
 def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict] = ()) -> tuple[str, str]:
@@ -28,7 +29,7 @@ def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict
     lines = [f"Run {run_id} loaded {this_run:,} rows from {len(loaded)} file(s) into bronze.", ""]
     for result in results:
         seconds = sum(filter(None, (result.get("read_seconds"), result.get("load_seconds"))))
-        line = f"- {result['key']}: {result['status']}"
+        line = f"- {printable(result['key'])}: {result['status']}"
         if result["status"] == Status.LOADED:
             line += f", {result['rows_loaded']:,} rows in {seconds:.1f} s"
             if result["rows_rejected"]:
@@ -42,18 +43,19 @@ def load_summary(results: Iterable[dict], *, run_id: str, earlier: Iterable[dict
                 line += ", supersedes an earlier load of this key"
         elif result["status"] == Status.DUPLICATE and result.get("duplicate_of_key", result["key"]) != result["key"]:
             line += (
-                f" (the same rows as {result['duplicate_of_key']}, already loaded: a re-export in another format"
-                " or order; nothing added)"
+                f" (the same rows as {printable(result['duplicate_of_key'])}, already loaded: a re-export in another"
+                " format or order; nothing added)"
             )
         elif result["status"] == Status.DUPLICATE:
             line += " (this content was loaded before; nothing added)"
         elif result["status"] == Status.REJECTED:
-            line += f" and quarantined: {result.get('error')}"
+            line += f" and quarantined: {printable(str(result.get('error')))}"
         lines.append(line)
     if earlier:
         lines += ["", f"Loaded by earlier runs that ended before announcing them ({len(earlier)}), now sent to silver:"]
         lines += [
-            f"- {batch['key']}: loaded, {batch['rows_loaded']:,} rows (batch {batch['batch_id']})" for batch in earlier
+            f"- {printable(batch['key'])}: loaded, {batch['rows_loaded']:,} rows (batch {batch['batch_id']})"
+            for batch in earlier
         ]
     return subject_line(subject), "\n".join(lines) + "\n"
 
