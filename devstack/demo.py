@@ -24,6 +24,7 @@ from devstack.stale_runs import fail_orphaned_runs
 from devstack.warehouse import OWNER_ROLE
 from include.retail.ingest import ledger
 from include.retail.ingest.ledger import Status
+from include.retail.platform import config
 from include.retail.platform.text import printable
 
 
@@ -108,6 +109,19 @@ class DemoSummary:
         self.holds: list[tuple[str, int]] | None = None  # (key, rows) of every file bronze serves now
         self.printed = False
 
+    def cause(self) -> str:
+        """Why the pipeline did not complete, in the words of what failed: the ledger's reason, or the alert."""
+        if self.key is None:
+            return "the file was not uploaded"
+        if self.ledger is not None and self.ledger["error"]:
+            return f"{self.path.name} was {self.ledger['status']}: {self.ledger['error']}"
+        failures = [alert["subject"] for alert in self.alerts or [] if " FAILED " in alert["subject"]]
+        if failures:
+            return failures[-1].removeprefix(config.ALERT_SUBJECT_PREFIX).strip()
+        if self.transform_code:
+            return "retail_transform failed"
+        return "retail_ingest failed" if self.ledger is None or self.exit_code else "the file was not loaded"
+
     def print(self) -> None:
         if self.printed:
             return
@@ -174,13 +188,14 @@ def _run_demo(stack: Stack, path: Path, summary: DemoSummary) -> int:
             summary.transform_code = stack.run_airflow(["dags", "test", "retail_transform"], log=log)
         summary.transform_seconds = time.perf_counter() - clock
         _forget_queued_transform(stack)
-        summary.layers = _layer_rows(stack)
+        if summary.transform_code == 0:  # after a failed build a table may not exist: the alert says why
+            summary.layers = _layer_rows(stack)
     summary.alerts = stack.read_alerts()
     with psycopg.connect(stack.warehouse_url(OWNER_ROLE), connect_timeout=5) as conn:
         summary.holds = ledger.current_files(conn)
     summary.print()
     rejected = summary.ledger is not None and summary.ledger["status"] == Status.REJECTED
     if summary.ledger is None or rejected or summary.exit_code or summary.transform_code:
-        print(f"demo: the pipeline did not complete; see {log}", file=sys.stderr)
+        print(printable(f"demo: the pipeline did not complete: {summary.cause()}; see {log}"), file=sys.stderr)
         return 1
     return 0

@@ -37,6 +37,9 @@ def stack_fault(stack: Stack, error: BaseException) -> str:
         )
     if isinstance(error, subprocess.CalledProcessError):  # initdb, and any other command the stack runs
         return f"the embedded stack: {_one_line(error)}"
+    if isinstance(error, psycopg.Error) and not isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # It answered: with an error about what was asked (a missing table, a refused value), not an outage.
+        return f"the warehouse refused a query: {_one_line(error)[:300]}"
     if isinstance(error, psycopg.Error):
         where = f"PostgreSQL (127.0.0.1:{stack.state.postgres_port})"
     elif isinstance(error, (BotoCoreError, ClientError, S3UploadFailedError)):

@@ -32,3 +32,31 @@ def test_a_rejected_files_name_reason_and_alerts_reach_the_terminal_escaped(caps
     assert "- [retail] FAILED retail_ingest.ingest_file: incoming/evil\\x1b[2J" in out
     assert "- incoming/\\x9bkept.xlsx: 10 rows" in out
     assert all(line.isprintable() for line in out.splitlines())
+
+
+def test_the_demos_last_line_names_what_failed_not_postgresql(tmp_path) -> None:
+    """Issue 22: after a failed transform the demo's last line blamed PostgreSQL ("is not answering: relation
+    gold.country_sales does not exist"): it names the failure the alert names, or the file's rejection."""
+    import psycopg
+
+    from devstack.demo import DemoSummary
+    from devstack.faults import stack_fault
+
+    summary = DemoSummary(path=tmp_path / "shop.xlsx")
+    summary.key, summary.ledger, summary.transform_code = "incoming/shop.xlsx", {"error": None, "status": "loaded"}, 1
+    summary.alerts = [
+        {"subject": "[retail] Loaded 1 file, 10 rows into bronze"},
+        {"subject": "[retail] FAILED retail_transform dbt: model fact_sales_daily"},
+    ]
+    assert summary.cause() == "FAILED retail_transform dbt: model fact_sales_daily"
+    summary.ledger = {"error": "missing required column(s): Country", "status": "rejected"}
+    assert summary.cause() == "shop.xlsx was rejected: missing required column(s): Country"
+
+    class Stack:  # what stack_fault reads of a stack
+        class state:
+            postgres_port = 5432
+
+    missing = psycopg.errors.UndefinedTable('relation "gold.country_sales" does not exist')
+    assert stack_fault(Stack, missing) == 'the warehouse refused a query: relation "gold.country_sales" does not exist'
+    down = psycopg.OperationalError("connection refused")
+    assert "PostgreSQL (127.0.0.1:5432) is not answering: connection refused" in stack_fault(Stack, down)
