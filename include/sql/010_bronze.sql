@@ -37,8 +37,10 @@ alter table bronze.load_ledger add column if not exists announced_at timestamptz
 alter table bronze.load_ledger add column if not exists announced_by text;
 alter table bronze.load_ledger add column if not exists rows_fingerprint text;
 alter table bronze.load_ledger add column if not exists rows_overlapping bigint;
+alter table bronze.load_ledger add column if not exists source_s3_version_id text;
 
 comment on column bronze.load_ledger.source_version is 'SHA-256 of the file''s bytes: the same content is loaded once.';
+comment on column bronze.load_ledger.source_s3_version_id is 'The S3 VersionId of the upload read, loaded and filed (null where the bucket keeps no versions): a newer upload of the same key gets its own row.';
 comment on column bronze.load_ledger.superseded_by is 'The later load of the same key that replaces this one in retail_transactions_current.';
 comment on column bronze.load_ledger.announced_at is 'When the load summary and the bronze Asset update went out for this load; null: not yet (the next ingest run announces it).';
 comment on column bronze.load_ledger.announced_by is 'The Airflow run that announced this load (a retry of that run announces it again).';

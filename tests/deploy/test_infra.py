@@ -63,11 +63,14 @@ SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsM
 # the account's public access block with it; it reads a setting and opens no bucket or object.
 ACCOUNT_LEVEL_S3_ACTIONS = frozenset({"s3:getaccountpublicaccessblock"})
 
-# What the pipeline's code does in S3 (include/retail/ingest/load.py, ingest_tasks.py, the S3KeySensor), per prefix.
+# What the pipeline's code does in S3 (include/retail/ingest/load.py and filing.py, the S3KeySensor), per prefix.
+# An upload is filed and removed by its version (filing.move): CopyObject and DeleteObject of a VersionId.
 PIPELINE_PREFIXES = ("incoming/", "processed/", "quarantine/", "failed/", "reports/")
+INCOMING_BY_VERSION = {"s3:GetObjectVersion", "s3:GetObjectVersionTagging", "s3:DeleteObjectVersion"}
 EXPECTED_EXECUTION_ROLE_S3 = {
     "arn:aws:s3:::{DataBucket}": {"s3:ListBucket"},
-    "arn:aws:s3:::{DataBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectTagging", "s3:DeleteObject"},
+    "arn:aws:s3:::{DataBucket}/incoming/*": {"s3:GetObject", "s3:GetObjectTagging", "s3:DeleteObject"}
+    | INCOMING_BY_VERSION,
     "arn:aws:s3:::{DataBucket}/processed/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
     "arn:aws:s3:::{DataBucket}/quarantine/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
     "arn:aws:s3:::{DataBucket}/failed/*": {"s3:PutObject", "s3:PutObjectAcl", "s3:PutObjectTagging"},
@@ -771,6 +774,18 @@ def test_execution_role_s3_is_limited_to_the_pipeline_prefixes(template: Mapping
     parameters = {"Trigger": trigger}
     assert s3_scope_problems(template, role, "DataBucket", PIPELINE_PREFIXES, ("MwaaBucket",), parameters) == []
     assert s3_grants(template, role, parameters) == EXPECTED_EXECUTION_ROLE_S3
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+def test_execution_role_removes_object_versions_under_incoming_only(template: Mapping[str, Any], trigger: str) -> None:
+    """The move deletes the version it loaded (filing.move), so a newer upload of the key stays; the versions kept
+    under processed/, quarantine/ and failed/ (the archive's history) are beyond the role's reach."""
+    role, _ = the_one(template, "AWS::IAM::Role")
+    grants = s3_grants(template, role, {"Trigger": trigger})
+    by_version = {resource: actions & INCOMING_BY_VERSION for resource, actions in grants.items()}
+    assert {resource: actions for resource, actions in by_version.items() if actions} == {
+        "arn:aws:s3:::{DataBucket}/incoming/*": INCOMING_BY_VERSION
+    }
 
 
 @pytest.mark.parametrize("trigger", TRIGGERS)

@@ -44,7 +44,8 @@ class PlatformFault(Exception):
         super().__init__(f"{key}: could not be loaded because of a platform fault, not the file: {_describe(error)}")
         self.key = key
         self.source = source
-        self.recorded_failed = False  # set once the ledger says ``failed`` (after the last try)
+        # Set once the ledger says ``failed`` and the version that failed is in failed/ (after the last try).
+        self.recorded_failed = False
 
     def __str__(self) -> str:
         if not self.recorded_failed:
@@ -73,25 +74,26 @@ def refused_value(error: psycopg.Error) -> str:
     return f"the warehouse refused a value of this file: {error.diag.message_primary or error}{detail}"
 
 
-def record_failed(
-    conn: psycopg.Connection, s3: S3Hook, bucket: str, fault: PlatformFault, *, run_id: str | None
-) -> LoadResult:
-    """After the last try: record the file ``failed`` (``make health`` lists it until it loads).
+def unread_source(s3: S3Hook, bucket: str, key: str) -> SourceFile:
+    """The version of ``key`` a fault came before reading: its ETag, size and S3 VersionId from a HEAD (if S3
+    answers), and ``etag:<ETag>`` standing in for its SHA-256: no loaded content has that hash, so it blocks
+    nothing. The move to failed/ then takes that version only."""
+    etag = version_id = None
+    size = 0
+    try:
+        head = s3.head_object(key, bucket) or {}
+        etag = head.get("ETag", "").strip('"') or None
+        size = head.get("ContentLength", 0)
+        version_id = filing.version_id_of(head)
+    except Exception:
+        log.warning("could not read the ETag of s3://%s/%s", bucket, key, exc_info=True)
+    return SourceFile(key=key, sha256=f"etag:{etag or 'unknown'}", etag=etag, size=size, s3_version_id=version_id)
 
-    When the fault came before the file was read, its ETag and size come from S3 (if S3 answers) and
-    ``etag:<ETag>`` stands in for its SHA-256: no loaded content has that hash, so it blocks nothing.
-    """
-    source = fault.source
-    if source is None:
-        etag = None
-        size = 0
-        try:
-            head = s3.head_object(fault.key, bucket) or {}
-            etag = head.get("ETag", "").strip('"') or None
-            size = head.get("ContentLength", 0)
-        except Exception:
-            log.warning("could not read the ETag of s3://%s/%s", bucket, fault.key, exc_info=True)
-        source = SourceFile(key=fault.key, sha256=f"etag:{etag or 'unknown'}", etag=etag, size=size)
+
+def record_failed(
+    conn: psycopg.Connection, source: SourceFile, fault: PlatformFault, *, run_id: str | None
+) -> LoadResult:
+    """After the last try: record the file ``failed`` (``make health`` lists it until it loads)."""
     return ledger.record(
         conn,
         source,
@@ -108,12 +110,13 @@ def record_failed_if_possible(
 ) -> None:
     """Best effort: when the warehouse itself is still down there is nowhere to record it, and when S3 is,
     nowhere to move it; either way the file stays in incoming/ and the next run takes it again (its failure
-    alert has gone out either way)."""
+    alert has gone out either way). Only the version that failed moves: a newer upload of the key stays."""
     try:
+        source = fault.source or unread_source(s3, bucket, fault.key)
         with connect() as conn:
-            record_failed(conn, s3, bucket, fault, run_id=run_id)
-        filing.move(s3, bucket, fault.key, filing.filed_key(fault.key, config.FAILED_PREFIX))
+            record_failed(conn, source, fault, run_id=run_id)
+        filed = filing.move(s3, bucket, filing.Upload(source), filing.filed_key(fault.key, config.FAILED_PREFIX))
     except Exception:
         log.exception("%s: could not record the file as failed and move it to %s", fault.key, config.FAILED_PREFIX)
         return
-    fault.recorded_failed = True
+    fault.recorded_failed = filed

@@ -33,6 +33,7 @@ class SourceFile:
     sha256: str  # of the bytes (the ledger's source_version): the same content is loaded once, under whatever key
     etag: str | None
     size: int
+    s3_version_id: str | None = None  # the S3 VersionId read; None where the bucket keeps no versions
 
 
 @dataclass
@@ -104,17 +105,18 @@ def record(
     conn.execute(
         """
         insert into bronze.load_ledger (
-            batch_id, source_key, source_version, source_etag, source_bytes, status,
+            batch_id, source_key, source_version, source_etag, source_s3_version_id, source_bytes, status,
             rows_loaded, rows_rejected, sheets, error, duplicate_of, airflow_run_id,
             started_at, read_seconds, load_seconds
         )
-        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         """,
         (
             result.batch_id,
             source.key,
             source.sha256,
             source.etag,
+            source.s3_version_id,
             source.size,
             result.status,
             result.rows_loaded,

@@ -4,6 +4,9 @@ The order makes every step safe to repeat after a crash: the ledger is written b
 moves, so a re-run of a loaded file finds its content in the ledger, records a duplicate and only
 finishes the move.
 
+The object is read, fingerprinted and filed by its version (``filing``): the same key uploaded again during
+the load stays under incoming/ as the newer version, and the next run loads it.
+
 Every error is either the file's fault or the platform's (``faults``). The file's (a contract breach, a file
 the reader cannot read or crashes on, a value PostgreSQL refuses) is final: FileRejected, quarantined with a
 report, once (the Airflow task turns it into Airflow's no-retry failure). The platform's is a PlatformFault:
@@ -38,7 +41,7 @@ from include.retail.ingest.faults import (
 )
 from include.retail.ingest.ledger import LoadResult, SourceFile, Status
 from include.retail.ingest.sandboxed_read import ReadLimits, read_typed
-from include.retail.ingest.scratch import file_sha256, local_name, scratch_folder
+from include.retail.ingest.scratch import local_name, scratch_folder
 from include.retail.platform import config
 
 log = logging.getLogger(__name__)
@@ -128,16 +131,21 @@ def _ingest_held_object(
     batch_id = str(uuid.uuid4())
     if not filing.exists(s3, bucket, key):
         filing.raise_missing(s3, bucket, key)
-    head = s3.head_object(key, bucket)
+    processed = filing.filed_key(key, config.PROCESSED_PREFIX)
+    # Filed inside the scratch folder: where the bucket keeps no versions and the object changed during the
+    # load, the bytes loaded are filed from this local copy (filing.move).
     with scratch_folder(key) as workdir:
         local = workdir / local_name(key)
-        s3.get_conn().download_file(bucket, key, str(local))
-        source = SourceFile(
-            key=key, sha256=file_sha256(local), etag=head.get("ETag", "").strip('"') or None, size=local.stat().st_size
+        upload = filing.fetch(s3, bucket, key, local)
+        source = learnt["source"] = upload.source
+        log.info(
+            "%s: downloaded %s MB (SHA-256 %s, %s)",
+            key,
+            f"{source.size / 1e6:,.1f}",
+            source.sha256[:12],
+            f"S3 version {source.s3_version_id}" if source.s3_version_id else f"ETag {source.etag}, no S3 version",
         )
-        learnt["source"] = source
-        log.info("%s: downloaded %s MB (SHA-256 %s)", key, f"{source.size / 1e6:,.1f}", source.sha256[:12])
-        reject = _rejecter(s3, bucket, conn, source, batch_id, started_at, run_id)
+        reject = _rejecter(s3, bucket, conn, upload, batch_id, started_at, run_id)
 
         already = ledger.loaded_batch_of(conn, source.sha256)
         if already:
@@ -150,7 +158,7 @@ def _ingest_held_object(
                 run_id=run_id,
                 duplicate_of=already,
             )
-            filing.move(s3, bucket, key, filing.filed_key(key, config.PROCESSED_PREFIX))
+            filing.move(s3, bucket, upload, processed)
             log.info("%s: the same content was loaded before (batch %s); filed to processed/", key, already)
             return result
 
@@ -182,14 +190,14 @@ def _ingest_held_object(
             reject(FileRejected(key, refused_value(error)), typed.rows_rejected, round(time.perf_counter() - clock, 3))
         finally:
             typed.close()
-    filing.move(s3, bucket, key, filing.filed_key(key, config.PROCESSED_PREFIX))
+        filing.move(s3, bucket, upload, processed)
     log.info(
         "%s: %s, %s rows loaded, %s rejected; filed to %s",
         key,
         result.status,
         f"{result.rows_loaded:,}",
         f"{result.rows_rejected:,}",
-        filing.filed_key(key, config.PROCESSED_PREFIX),
+        processed,
     )
     return result
 
@@ -219,12 +227,13 @@ def _rejecter(
     s3: S3Hook,
     bucket: str,
     conn: psycopg.Connection,
-    source: SourceFile,
+    upload: filing.Upload,
     batch_id: str,
     started_at: datetime,
     run_id: str | None,
 ) -> Callable[[FileRejected, int, float | None], NoReturn]:
     """Reject the file: its ``rejected`` ledger row, then quarantine with the report, then raise."""
+    source = upload.source
 
     def reject(rejection: FileRejected, rows_rejected: int, read_seconds: float | None) -> NoReturn:
         if not ledger.rejected_in_run(conn, source.key, source.sha256, run_id):
@@ -239,7 +248,7 @@ def _rejecter(
                 error=rejection.reason,
                 read_seconds=read_seconds,
             )
-        filing.quarantine(s3, bucket, source.key, _report(source, batch_id, rows_rejected, rejection))
+        filing.quarantine(s3, bucket, upload, _report(source, batch_id, rows_rejected, rejection))
         raise rejection
 
     return reject
@@ -253,6 +262,7 @@ def _report(source: SourceFile, batch_id: str, rows_rejected: int, rejection: Fi
         "reason": rejection.reason,
         "batch_id": batch_id,
         "sha256": source.sha256,
+        "s3_version_id": source.s3_version_id,
         "bytes": source.size,
         "rows_rejected": rows_rejected,
         "rejected_at": datetime.now(UTC).isoformat(),
