@@ -269,6 +269,60 @@ def utf16_csv_without_bom(path: Path) -> Path:
     return utf16_csv(path, bom=False)
 
 
+def _csv(path: Path, lines: Iterable[str]) -> Path:
+    path.write_bytes(("\n".join([",".join(HEADER), *lines]) + "\n").encode())
+    return path
+
+
+def _lines(first_invoice: int, count: int, **values: str) -> list[str]:
+    """``count`` valid CSV lines, numbered from ``first_invoice`` (so that no two files have the same rows: a file
+    whose typed rows were loaded before is a duplicate), with ``values`` (date, description, quantity, price)."""
+    fields = {"date": "2010-12-01 08:26:00", "description": "WHITE HANGING HEART", "quantity": "6", "price": "2.55"}
+    fields.update(values)
+    return [
+        f"{first_invoice + n},85123A,{fields['description']},{fields['quantity']},{fields['date']},{fields['price']},"
+        "17850,United Kingdom"
+        for n in range(count)
+    ]
+
+
+def inch_mark_csv(path: Path) -> Path:
+    """An unquoted inch mark on line 7 (``12" RULER``): as polars reads quotes, it would open a quoted field running
+    to the next quote, shifting every field in between."""
+    return _csv(path, [*_lines(900_100, 5), *_lines(900_105, 1, description='12" RULER'), *_lines(900_106, 3)])
+
+
+def ambiguous_dates_csv(path: Path, first_invoice: int = 900_200) -> Path:
+    """1-10 December 2010 written day-first: every date reads both ways (month-first: 12 January to 12 October)."""
+    return _csv(
+        path, [_lines(first_invoice + day, 1, date=f"{day:02d}/12/2010 09:{day:02d}")[0] for day in range(1, 11)]
+    )
+
+
+def mixed_date_orders_csv(path: Path) -> Path:
+    """13 December written day-first, then month-first: no order can be trusted."""
+    dates = ["13/12/2010 09:00", "12/1/2010 09:00", "12/13/2010 09:00"]
+    return _csv(path, [_lines(900_300 + n, 1, date=date)[0] for n, date in enumerate(dates)])
+
+
+def far_future_date_csv(path: Path, extra_rows: int = 1_000) -> Path:
+    """One row dated 9999-12-31 (row 3) among valid ones: it made dim_date 2,917,953 days long."""
+    return _csv(path, [*_lines(910_000, 1), *_lines(910_001, 1, date="9999-12-31"), *_lines(910_002, extra_rows - 1)])
+
+
+def huge_price_csv(path: Path, extra_rows: int = 1_000) -> Path:
+    """One UnitPrice of 1e308 (row 3): a finite float, which made gold revenue a 300-digit number."""
+    return _csv(path, [*_lines(920_000, 1), *_lines(920_001, 1, price="1e308"), *_lines(920_002, extra_rows - 1)])
+
+
+def cut_short_csv(path: Path, extra_rows: int = 1_000) -> Path:
+    """An upload cut inside the last line's ``1.50``: read as is, its price would be ``1`` and the rest nulls."""
+    path = _csv(path, [*_lines(930_000, extra_rows), *_lines(931_000, 1, price="1.50")])
+    data = path.read_bytes()
+    path.write_bytes(data[: data.rindex(b"1.50") + 1])
+    return path
+
+
 # Each file that must be rejected whole: (generator, file name, what the rejection says).
 REJECTED_FILES: list[tuple[Callable[[Path], Path], str, str]] = [
     (
@@ -293,5 +347,35 @@ REJECTED_FILES: list[tuple[Callable[[Path], Path], str, str]] = [
     (csv_named_xlsx, "export.xlsx", "looks like a CSV, not an .xlsx workbook (rename it .csv)"),
     (truncated_workbook, "cut.xlsx", "truncated or not an .xlsx workbook"),
     (utf16_csv_without_bom, "unicode_text.csv", "the CSV looks like UTF-16 without a byte-order mark"),
+    (
+        inch_mark_csv,
+        "inch_mark.csv",
+        'not a well-formed CSV file: line 7: a quote inside a field not in quotes (12" RULER): put the field in '
+        'quotes and double its quote ("12"" RULER")',
+    ),
+    (
+        ambiguous_dates_csv,
+        "day_first.csv",
+        "InvoiceDate: the day/month order of its dates cannot be told from the file: every date written with slashes "
+        "reads both ways (row 2: '01/12/2010 09:01' is 1 December or 12 January 2010); declare the order",
+    ),
+    (
+        mixed_date_orders_csv,
+        "mixed_orders.csv",
+        "InvoiceDate: its dates follow both day/month orders (row 2: '13/12/2010 09:00' reads only day-first, "
+        "row 4: '12/13/2010 09:00' only month-first)",
+    ),
 ]
+# Files with one bad row among valid ones, which loads without it: (generator, file name, that row's reason).
+BAD_ROW_FILES: list[tuple[Callable[..., Path], str, int, str]] = [
+    (
+        far_future_date_csv,
+        "far_future.csv",
+        3,
+        "InvoiceDate: '9999-12-31' is after {tomorrow}, the latest plausible date (tomorrow, UTC)",
+    ),
+    (huge_price_csv, "huge_price.csv", 3, "UnitPrice: '1e308' is outside ±1,000,000, the plausible range"),
+    (cut_short_csv, "cut_short.csv", 1_002, "6 fields where the header has 8 (a line cut short?)"),
+]
+BAD_ROW_FILE_IDS = [name for _, name, _, _ in BAD_ROW_FILES]
 REJECTED_FILE_IDS = [name for _, name, _ in REJECTED_FILES]

@@ -3,6 +3,11 @@ late batch still rejects the file."""
 
 from __future__ import annotations
 
+import csv
+import io
+import random
+import re
+from datetime import datetime
 from pathlib import Path
 
 import polars as pl
@@ -10,7 +15,7 @@ import pytest
 
 from devstack.sample import HEADER, sample_rows, write_csv, write_workbook
 from include.retail.ingest import workbook_limits
-from include.retail.ingest.contract import MAX_CELL_CHARACTERS, FileRejected
+from include.retail.ingest.contract import MAX_CELL_CHARACTERS, FileRejected, type_rows
 from include.retail.ingest.reader import iter_batches, read_source
 from include.retail.ingest.sandboxed_read import read_typed
 from tests import hostile_files
@@ -106,12 +111,24 @@ def late_breach_csv(path: Path, last_line: bytes, *, rows: int = 60_000, bom: by
 
 LATE_CSV_BREACHES = [
     (b"536365,85123A," + b"x" * (MAX_CELL_CHARACTERS + 1), b"", "row 60001: Description holds 32,768 characters"),
-    (b"536365,85123A,WHITE,6,2010-12-01 08:26:00,2.55,17850,United Kingdom,extra", b"", "not a well-formed CSV file"),
+    (
+        b"536365,85123A,WHITE,6,2010-12-01 08:26:00,2.55,17850,United Kingdom,extra",
+        b"",
+        "not a well-formed CSV file: line 60001 has 9 fields where the header has 8: a value holding the separator "
+        "',' must be in quotes",
+    ),
     (b"536365,85123A,\xff,6", b"\xef\xbb\xbf", "the CSV starts as UTF-8 but does not decode as it"),
+    (
+        b'536365,85123A,12" RULER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom',
+        b"",
+        'not a well-formed CSV file: line 60001: a quote inside a field not in quotes (12" RULER)',
+    ),
 ]
 
 
-@pytest.mark.parametrize(("last_line", "bom", "reason"), LATE_CSV_BREACHES, ids=["long-cell", "ragged", "encoding"])
+@pytest.mark.parametrize(
+    ("last_line", "bom", "reason"), LATE_CSV_BREACHES, ids=["long-cell", "ragged", "encoding", "inch-mark"]
+)
 def test_a_breach_in_a_late_csv_batch_rejects_the_file_as_the_whole_read(
     tmp_path: Path, last_line: bytes, bom: bytes, reason: str
 ) -> None:
@@ -147,3 +164,161 @@ def test_an_encoding_found_late_is_the_whole_file_s(tmp_path: Path) -> None:
     descriptions = pl.concat(batch.sheet.raw for batch in batches)["description"]
     assert found.encoding == "cp1252"
     assert descriptions[-2:].to_list() == ["CRÃˆME", "€ OFF"]
+
+
+def dated_csv(path: Path, dates: list[str]) -> Path:
+    """A CSV whose rows are dated ``dates`` (as written), otherwise valid."""
+    lines = [f"536365,85123A,HEART,6,{date},2.55,17850,UK" for date in dates]
+    path.write_text("\n".join([",".join(HEADER), *lines]) + "\n")
+    return path
+
+
+def typed_batches(path: Path, source_name: str, batch_rows: int, declared: str | None = None):
+    found, batches = iter_batches(path, source_name, None, batch_rows, declared)
+    typed = [
+        type_rows(batch.sheet.raw, batch.sheet.written_as, date_order=found.date_order, row_faults=batch.row_faults)
+        for batch in batches
+    ]
+    return found, pl.concat([sheet.rows for sheet in typed]), pl.concat([sheet.rejected for sheet in typed])
+
+
+def test_the_day_first_evidence_of_a_csvs_last_row_settles_its_first_batch(tmp_path: Path) -> None:
+    """Issue 22: 1-12 December day-first read month-first would be 12 January to 12 December; only the last row
+    (13/12) tells. The whole file's date column is read ahead, so the first batch is read day-first too."""
+    dates = [f"{day}/12/2010 09:00" for day in range(1, 13)] * 3 + ["13/12/2010 09:00"]
+    path = dated_csv(tmp_path / "uk.csv", dates)
+
+    found, rows, rejected = typed_batches(path, "incoming/uk.csv", batch_rows=5)
+
+    assert found.date_order == "day_first"
+    assert rejected.height == 0
+    assert set(rows["invoice_date"].dt.month()) == {12}
+    assert rows["invoice_date"].dt.day().to_list() == [*list(range(1, 13)) * 3, 13]
+
+
+def test_a_csv_whose_last_row_is_month_first_is_rejected_before_its_first_batch(tmp_path: Path) -> None:
+    path = dated_csv(tmp_path / "mixed.csv", ["13/12/2010 09:00", *["1/12/2010 09:00"] * 20, "12/13/2010 09:00"])
+    _found, batches = iter_batches(path, "incoming/mixed.csv", None, 5)
+    with pytest.raises(FileRejected) as rejection:
+        next(batches)
+    assert "row 2: '13/12/2010 09:00' reads only day-first, row 23: '12/13/2010 09:00' only month-first" in (
+        rejection.value.reason
+    )
+
+
+def test_a_declared_order_settles_a_csv_its_dates_cannot(tmp_path: Path) -> None:
+    path = dated_csv(tmp_path / "uk.csv", [f"{day:02d}/12/2010 09:00" for day in range(1, 11)])
+    with pytest.raises(FileRejected, match="cannot be told from the file"):
+        typed_batches(path, "incoming/uk.csv", 3)
+
+    found, rows, _ = typed_batches(path, "incoming/uk.csv", 3, declared="day_first")
+    assert found.date_order == "day_first"
+    assert rows["invoice_date"].dt.day().to_list() == list(range(1, 11))
+
+
+def test_the_evidence_of_a_csvs_late_batch_settles_the_childs_first(tmp_path: Path) -> None:
+    """Through the reader's child, whose batches are of BATCH_ROWS (50,000): the first batch's dates all read both
+    ways, the 60,001st row settles them."""
+    path = dated_csv(tmp_path / "late.csv", ["01/12/2010 08:26"] * 60_000 + ["13/12/2010 08:26"])
+    source = read_typed(path, "incoming/late.csv")
+    first = next(source.batches())
+    assert 0 < first.rows.height < 60_000  # about BATCH_ROWS
+    assert set(first.rows["invoice_date"]) == {datetime(2010, 12, 1, 8, 26)}
+    source.close()
+
+
+def text_dated_workbook(path: Path, dates: list[str]) -> Path:
+    """A workbook whose InvoiceDate cells are text (as a workbook of another locale's dates holds them)."""
+    rows = [[536365 + n, "85123A", "HEART", 6, date, 2.55, 17850.0, "UK"] for n, date in enumerate(dates)]
+    return write_workbook(path, {"Online Retail": [HEADER, *rows]})
+
+
+def test_a_workbooks_text_dates_are_settled_by_the_rows_read_so_far(tmp_path: Path) -> None:
+    settled = text_dated_workbook(tmp_path / "settled.xlsx", ["13/12/2010 09:00", *["1/12/2010 09:00"] * 10])
+    found, batches = iter_batches(settled, "incoming/settled.xlsx", layout_of(settled), 4)
+    first = next(batches)
+    assert found.date_order == "day_first"
+    assert first.sheet.raw.height + sum(batch.sheet.raw.height for batch in batches) == 11  # in several batches
+    assert first.sheet.raw.height < 11
+
+    # The same rows, the evidence last: a whole read settles them, a batched read of a workbook does not.
+    unsettled = text_dated_workbook(tmp_path / "late.xlsx", [*["1/12/2010 09:00"] * 10, "13/12/2010 09:00"])
+    assert read_source(unsettled, "incoming/late.xlsx").date_order == "day_first"
+    _found, batches = iter_batches(unsettled, "incoming/late.xlsx", layout_of(unsettled), 4)
+    with pytest.raises(FileRejected) as rejection:
+        next(batches)
+    last_read = re.search(
+        r"cannot be told from the file up to sheet 'Online Retail' row (\d+) \(the rows read so far\)",
+        rejection.value.reason,
+    )
+    assert last_read
+    assert int(last_read.group(1)) < 12
+
+
+def test_a_workbooks_text_dates_contradicted_in_a_later_batch_reject_the_file(tmp_path: Path) -> None:
+    path = text_dated_workbook(tmp_path / "mixed.xlsx", ["13/12/2010 09:00", *["1/12/2010 09:00"] * 8, "12/13/2010"])
+    _found, batches = iter_batches(path, "incoming/mixed.xlsx", layout_of(path), 4)
+    next(batches)
+    with pytest.raises(FileRejected) as rejection:
+        list(batches)
+    assert "sheet 'Online Retail' row 2: '13/12/2010 09:00' reads only day-first, sheet 'Online Retail' row 11: " in (
+        rejection.value.reason
+    )
+
+
+def test_a_workbooks_date_cells_need_no_order(tmp_path: Path) -> None:
+    path = write_workbook(tmp_path / "cells.xlsx", {"Online Retail": [HEADER, *sample_rows(5)]})
+    found, _rows, rejected = typed_batches(path, "incoming/cells.xlsx", 3)
+    assert (found.date_order, rejected.height) == (None, 0)
+
+
+@pytest.mark.parametrize("batch_rows", [1, 4, 10**6])
+@pytest.mark.parametrize("line_end", ["\n", "\r\n"])
+def test_csv_lines_shorter_than_the_header_are_the_rows_polars_would_fill(
+    tmp_path: Path, batch_rows: int, line_end: str
+) -> None:
+    """Fields counted as the csv module counts them, whatever the quotes, separators and line ends in values."""
+    rng = random.Random(22)
+    values = ["PLAIN", "", 'A "QUOTED" NAME', "COMMA, INSIDE", "TWO\nLINES", '12"" RULER', ""]
+    rows = []
+    for n in range(60):
+        row = [
+            str(536365 + n),
+            "85123A",
+            rng.choice(values),
+            "6",
+            "2010-12-01 08:26:00",
+            "2.55",
+            "",
+            rng.choice(values),
+        ]
+        rows.append(row[: rng.choice([8, 8, 8, 7, 6, 3, 1])] if n % 9 else [])
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator=line_end).writerows([HEADER, *rows])
+    path = tmp_path / "ragged.csv"
+    path.write_bytes(buffer.getvalue().encode())
+
+    found, batches = iter_batches(path, "incoming/ragged.csv", None, batch_rows)
+    faults = pl.concat([batch.row_faults for batch in batches if batch.row_faults is not None])
+
+    expected = [
+        (number, f"{len(row)} fields where the header has 8 (a line cut short?)")
+        for number, row in enumerate(csv.reader(io.StringIO(buffer.getvalue())), start=1)
+        if 0 < len(row) < 8 and any(row)
+    ]
+    assert faults.rows() == expected
+    assert found.row_count == 60 - 7  # blank lines are layout
+
+
+def test_the_line_of_a_malformed_quote_counts_the_lines_of_values_before(tmp_path: Path) -> None:
+    path = tmp_path / "inch.csv"
+    lines = [
+        ",".join(HEADER),
+        '536365,85123A,"TWO\nLINES",6,2010-12-01 08:26:00,2.55,,UK',
+        *["536365,85123A,X,6,2010-12-01 08:26:00,2.55,,UK"] * 5,
+    ]
+    path.write_text("\n".join([*lines, '536365,85123A,12" RULER,6,2010-12-01 08:26:00,2.55,,UK']) + "\n")
+    for batch_rows in (2, 10**6):
+        _found, batches = iter_batches(path, "incoming/inch.csv", None, batch_rows)
+        with pytest.raises(FileRejected, match="line 9: a quote inside a field not in quotes"):
+            list(batches)

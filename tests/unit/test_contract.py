@@ -101,6 +101,7 @@ def test_values_are_typed_and_text_kept_exactly() -> None:
             {"quantity": "6.0", "unit_price": "0.30000000000000004", "invoice_date": "12/1/2010 8:26"},
         ),
         WRITTEN_AS,
+        date_order="month_first",
     )
     assert typed.rejected.height == 0
     first, second = typed.rows.to_dicts()
@@ -116,12 +117,56 @@ def test_values_are_typed_and_text_kept_exactly() -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
-    ["2010-12-01 08:26:00", "2010-12-01T08:26:00", "2010-12-01 08:26", "2010-12-01 08:26:00.000", "12/1/2010 8:26"],
+    ("text", "date_order"),
+    [
+        ("2010-12-01 08:26:00", None),
+        ("2010-12-01T08:26:00", None),
+        ("2010-12-01 08:26", None),
+        ("2010-12-01 08:26:00.000", None),
+        ("2010-12-01 08:26:00", "day_first"),  # ISO is never ambiguous, whatever the file's slash dates
+        ("12/1/2010 8:26", "month_first"),
+        ("12/01/2010 08:26:00", "month_first"),
+        ("1/12/2010 8:26", "day_first"),
+        (" 01/12/2010 08:26 ", "day_first"),
+    ],
 )
-def test_known_date_time_spellings_parse(text: str) -> None:
-    typed = type_rows(raw_rows({"invoice_date": text}), WRITTEN_AS)
+def test_known_date_time_spellings_parse(text: str, date_order: str | None) -> None:
+    typed = type_rows(raw_rows({"invoice_date": text}), WRITTEN_AS, date_order=date_order)
     assert typed.rows["invoice_date"].to_list() == [datetime(2010, 12, 1, 8, 26)]
+
+
+def test_slash_dates_are_read_in_the_order_given_and_never_without_one() -> None:
+    raw = raw_rows({"invoice_date": "01/12/2010 08:26"}, {"invoice_date": "2/12/2010"})
+    day_first = type_rows(raw, WRITTEN_AS, date_order="day_first")
+    month_first = type_rows(raw, WRITTEN_AS, date_order="month_first")
+    unsettled = type_rows(raw, WRITTEN_AS)
+
+    assert day_first.rows["invoice_date"].to_list() == [datetime(2010, 12, 1, 8, 26), datetime(2010, 12, 2)]
+    assert month_first.rows["invoice_date"].to_list() == [datetime(2010, 1, 12, 8, 26), datetime(2010, 2, 12)]
+    assert unsettled.rejected["reason"].to_list() == [
+        "InvoiceDate: expected a date-time such as 2011-12-09 12:50:00, got '01/12/2010 08:26'",
+        "InvoiceDate: expected a date-time such as 2011-12-09 12:50:00, got '2/12/2010'",
+    ]
+
+
+def test_a_date_that_does_not_fit_the_files_order_rejects_its_row_saying_the_order() -> None:
+    typed = type_rows(raw_rows({"invoice_date": "12/25/2010 08:26"}), WRITTEN_AS, date_order="day_first")
+    assert typed.rejected["reason"].to_list() == [
+        "InvoiceDate: expected a date-time such as 2011-12-09 12:50:00 or, as this file writes dates, "
+        "9/12/2011 12:50 (day first), got '12/25/2010 08:26'"
+    ]
+
+
+def test_row_faults_of_the_reader_reject_their_rows() -> None:
+    faults = pl.DataFrame(
+        {"source_row": [3], "reason": ["6 fields where the header has 8 (a line cut short?)"]},
+        schema={"source_row": pl.Int32, "reason": pl.String},
+    )
+    typed = type_rows(raw_rows({}, {"country": None, "customer_id": None}, {}), WRITTEN_AS, row_faults=faults)
+    assert typed.rows["source_row"].to_list() == [2, 4]
+    assert typed.rejected.select("source_row", "reason").rows() == [
+        (3, "6 fields where the header has 8 (a line cut short?)")
+    ]
 
 
 def test_blank_values_are_nulls_not_rejections() -> None:

@@ -129,3 +129,18 @@ def test_a_csv_without_a_header_says_what_row_1_holds(tmp_path: Path) -> None:
         "Description, Quantity, InvoiceDate, UnitPrice (or Price), CustomerID (or Customer ID), Country); "
         "it holds ['536365', '85123A', 'HEART', '6']"
     )
+
+
+def test_the_order_of_slash_dates_is_settled_by_every_sheet_of_the_file(tmp_path: Path) -> None:
+    """Issue 22: the evidence (13/12 only reads day-first) may be in any sheet; the order is the file's."""
+    rows = [[536365, "85123A", "HEART", 6, date, 2.55, 17850.0, "UK"] for date in ("1/12/2010 8:26", "13/12/2010")]
+    path = write_workbook(tmp_path / "text_dates.xlsx", {"2010": [HEADER, rows[0]], "2011": [HEADER, rows[1]]})
+    assert read_source(path, "incoming/text_dates.xlsx").date_order == "day_first"
+
+    ambiguous = write_workbook(tmp_path / "ambiguous.xlsx", {"2010": [HEADER, rows[0]]})
+    with pytest.raises(FileRejected, match="sheet '2010' row 2: '1/12/2010 8:26' is 1 December or 12 January 2010"):
+        read_source(ambiguous, "incoming/ambiguous.xlsx")
+    assert read_source(ambiguous, "incoming/ambiguous.xlsx", declared_date_order="month_first").date_order == (
+        "month_first"
+    )
+    assert read_source(write_workbook(tmp_path / "cells.xlsx", {"S": [HEADER, *ROWS]}), "x.xlsx").date_order is None

@@ -129,6 +129,7 @@ def test_the_load_summary_shows_a_files_control_characters_escaped() -> None:
         }
     ]
     _, message = load_summary(results, run_id="run-4")
-    assert "\x1b" not in message and "\x07" not in message
+    assert "\x1b" not in message
+    assert "\x07" not in message
     assert "- incoming/a\\nFAKE LINE\\x1b[2J.csv: rejected and quarantined: row 2: Country: expected text" in message
     assert not any(line.startswith("FAKE LINE") for line in message.splitlines())

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from include.retail.ingest.contract import FileRejected
 from include.retail.ingest.sandboxed_read import ReadLimits, read_typed
+from include.retail.ingest.value_rules import ValueRules
 from tests import hostile_files
 
 
@@ -99,3 +101,31 @@ def test_a_plain_workbook_reads_in_the_child_as_in_process(tmp_path: Path) -> No
     assert source.row_count == sheet.rows.height + sheet.rejected.height > 100
     assert sheet.rows.schema["quantity"].is_integer()
     assert list(tmp_path.iterdir()) == [path]  # the child's frames are cleaned up
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "row", "reason"), hostile_files.BAD_ROW_FILES, ids=hostile_files.BAD_ROW_FILE_IDS
+)
+def test_one_bad_row_among_a_thousand_is_set_aside_saying_why(
+    tmp_path: Path, make: Callable[[Path], Path], name: str, row: int, reason: str
+) -> None:
+    (sheet,) = read_in(tmp_path, make, name).sheets
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    assert sheet.rows.height == 1_000
+    assert sheet.rejected.select("source_row", "reason").rows() == [(row, reason.format(tomorrow=tomorrow))]
+
+
+def test_the_value_rules_of_the_limits_are_the_childs(tmp_path: Path) -> None:
+    """The rules travel with the limits from the task (its Airflow Variables) to the child that types the rows."""
+    rules = ValueRules(max_abs_quantity=5, date_orders={"incoming/uk/": "day_first"})
+    path = hostile_files.ambiguous_dates_csv(tmp_path / "day_first.csv")
+
+    (sheet,) = read_typed(path, "incoming/uk/day_first.csv", ReadLimits(value_rules=rules)).sheets
+
+    assert sheet.rows.height == 0  # every row holds 6 of them
+    assert set(sheet.rejected["reason"]) == {"Quantity: '6' is outside ±5, the plausible range"}
+    relaxed = ReadLimits(value_rules=ValueRules(date_orders={"incoming/uk/": "day_first"}))
+    (sheet,) = read_typed(path, "incoming/uk/day_first.csv", relaxed).sheets
+    assert sheet.rows["invoice_date"].dt.date().to_list() == [date(2010, 12, day) for day in range(1, 11)]
+    with pytest.raises(FileRejected, match="the day/month order of its dates cannot be told"):
+        read_typed(path, "incoming/us/day_first.csv", relaxed)  # declared for another prefix only

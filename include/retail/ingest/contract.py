@@ -2,8 +2,9 @@
 
 Headers are matched by name through an alias table, never by position, so later editions of the data
 (``Invoice``, ``Price``, ``Customer ID``) load into the same columns. Values arrive as text (the reader
-asks for strings so that nothing is guessed) and are typed here; a value that cannot be typed puts its
-row into the rejected rows, with a reason naming the column as the file names it.
+asks for strings so that nothing is guessed) and are typed here; a value that cannot be typed, or that is
+typed but implausible (``value_rules``), puts its row into the rejected rows, with a reason naming the column
+as the file names it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
+
+from include.retail.ingest.value_rules import (
+    SLASH_EXAMPLES,
+    SLASH_FORMATS,
+    DateEvidence,
+    DateOrder,
+    ValueRules,
+    both_ways,
+    implausible,
+)
+from include.retail.platform.config import DATE_ORDER_VARIABLE
 
 # The bronze columns, in table order.
 COLUMNS: tuple[str, ...] = (
@@ -61,8 +73,8 @@ EXPECTED: dict[str, str] = {
     "customer_id": "a whole-number customer code",
 }
 
-# Date-times as the known editions write them: the workbook's cells (read as ISO text), the
-# ISO exports, and the US-style text of the widely shared CSV export (12/1/2010 8:26).
+# Date-times as the known editions write them: the workbook's cells (read as ISO text) and the ISO exports. Dates
+# written with slashes (12/1/2010 8:26) are read in the order the file settles (settle_date_order), never guessed.
 DATETIME_FORMATS: tuple[str, ...] = (
     "%Y-%m-%d %H:%M:%S",
     "%Y-%m-%d %H:%M:%S%.f",
@@ -70,9 +82,6 @@ DATETIME_FORMATS: tuple[str, ...] = (
     "%Y-%m-%dT%H:%M:%S%.f",
     "%Y-%m-%d %H:%M",
     "%Y-%m-%d",
-    "%m/%d/%Y %H:%M",
-    "%m/%d/%Y %H:%M:%S",
-    "%m/%d/%Y",
 )
 
 # Integers beyond this lose exactness as floats; a code this large is not a code.
@@ -189,20 +198,73 @@ def _decimals(text: pl.Series) -> pl.Series:
     return pl.select(pl.when(text.cast(pl.Float64, strict=False).is_finite()).then(text)).to_series()
 
 
-def _datetimes(text: pl.Series) -> pl.Series:
-    parsed = [text.str.to_datetime(fmt, strict=False, time_unit="us") for fmt in DATETIME_FORMATS[1:]]
-    return pl.select(pl.coalesce(parsed)).to_series()
+def _datetimes(formats: tuple[str, ...]) -> Callable[[pl.Series], pl.Series]:
+    """A parser trying ``formats`` in turn, each on the values the earlier ones left: a file of slash dates pays
+    for its own format, not for every format."""
+
+    def parse(text: pl.Series) -> pl.Series:
+        typed = pl.repeat(None, text.len(), dtype=pl.Datetime("us"), eager=True).alias(text.name)
+        left = pl.int_range(text.len(), eager=True)
+        for fmt in formats:
+            parsed = text.gather(left).str.to_datetime(fmt, strict=False, time_unit="us")
+            typed = typed.scatter(left, parsed)
+            left = left.filter(parsed.is_null())
+            if not left.len():
+                break
+        return typed
+
+    return parse
 
 
-_PARSERS: dict[str, tuple[Callable[[pl.Series], pl.Series], Callable[[pl.Series], pl.Series]]] = {
-    "quantity": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
-    "customer_id": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
-    "unit_price": (_decimals, _decimals),
-    "invoice_date": (
-        lambda text: text.str.to_datetime(DATETIME_FORMATS[0], strict=False, time_unit="us"),
-        _datetimes,
-    ),
-}
+def _parsers(date_order: DateOrder | None) -> dict[str, tuple[Callable[[pl.Series], pl.Series], ...]]:
+    """Each typed column's (strict, lenient) parsers; slash dates are read in ``date_order`` only, and a file that
+    writes them is parsed in their format first."""
+    date_formats = (*SLASH_FORMATS[date_order], *DATETIME_FORMATS) if date_order else DATETIME_FORMATS
+    return {
+        "quantity": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
+        "customer_id": (lambda text: text.str.to_integer(strict=False), _whole_numbers),
+        "unit_price": (_decimals, _decimals),
+        "invoice_date": (
+            lambda text: text.str.to_datetime(date_formats[0], strict=False, time_unit="us"),
+            _datetimes(date_formats),  # on the values the strict parser failed on, trimmed
+        ),
+    }
+
+
+def _expected(column: str, date_order: DateOrder | None) -> str:
+    if column == "invoice_date" and date_order:
+        order = date_order.replace("_", " ")
+        return f"{EXPECTED[column]} or, as this file writes dates, {SLASH_EXAMPLES[date_order]} ({order})"
+    return EXPECTED[column]
+
+
+def settle_date_order(
+    evidence: DateEvidence, declared: DateOrder | None, source_name: str, heading: str, judged_on: str = "the file"
+) -> DateOrder | None:
+    """The order in which to read the file's dates written with slashes: the ``declared`` one, else the one its own
+    ``evidence`` (from ``judged_on``) settles; None when it has no such date. Rejects a file whose dates follow both
+    orders, and one whose every such date reads both ways: that order is never guessed."""
+    if declared or evidence.order:
+        return declared or evidence.order
+    if evidence.day_first and evidence.month_first:
+        day, month = evidence.day_first, evidence.month_first
+        raise FileRejected(
+            source_name,
+            f"{heading}: its dates follow both day/month orders ({day.where()}: '{day.text}' reads only day-first, "
+            f"{month.where()}: '{month.text}' only month-first), so none can be trusted: write every date in one "
+            "order, best as 2011-12-09 12:50:00",
+        )
+    if evidence.either:
+        either = evidence.either
+        folder = source_name.rpartition("/")[0] + "/"
+        raise FileRejected(
+            source_name,
+            f"{heading}: the day/month order of its dates cannot be told from {judged_on}: every date written with "
+            f"slashes reads both ways ({either.where()}: '{either.text}' is {both_ways(either)}); declare the order "
+            f"of the files uploaded to {folder} in the Airflow Variable {DATE_ORDER_VARIABLE}, e.g. "
+            f'{{"{folder}": "day_first"}} (or "month_first"), or write the dates as 2011-12-09 12:50:00',
+        )
+    return None
 
 
 def type_rows(
@@ -211,17 +273,29 @@ def type_rows(
     unsaved_formulas: dict[str, list[int]] | None = None,
     *,
     sheet_name: str | None = None,
+    row_faults: pl.DataFrame | None = None,
+    date_order: DateOrder | None = None,
+    rules: ValueRules | None = None,
 ) -> TypedSheet:
     """Type the text columns (named as bronze names them, plus source_row) of the sheet ``sheet_name``.
 
     Text columns are kept exactly as written, spaces included: bronze cleans nothing. A blank
     value is a null, which is a value; only a non-blank value that cannot be typed rejects its row,
-    as does a NUL character (PostgreSQL cannot store it) and a cell of ``unsaved_formulas`` (bronze
-    column -> source rows of formula cells with no saved result, which read as blank).
+    as does a NUL character (PostgreSQL cannot store it), a cell of ``unsaved_formulas`` (bronze
+    column -> source rows of formula cells with no saved result, which read as blank), a typed value
+    outside ``rules`` (the defaults when None) and a row of ``row_faults`` (source_row, reason: what the
+    reader found wrong with the row, e.g. a CSV line shorter than its header). Dates written with slashes
+    are read in ``date_order``, which the reader settles for the whole file; without one they cannot be typed.
     """
     # (mask of the rows concerned, reason), in column order; several may hit one row.
-    problems: list[tuple[pl.Series, pl.Expr]] = []
+    problems: list[tuple[pl.Series, pl.Expr | pl.Series]] = []
+    if row_faults is not None and row_faults.height:
+        reasons = raw["source_row"].replace_strict(
+            row_faults["source_row"], row_faults["reason"], default=None, return_dtype=pl.String
+        )
+        problems.append((reasons.is_not_null(), reasons))
     typed_columns = {}
+    parsers = _parsers(date_order)
     nul = {column: raw[column].str.contains("\x00", literal=True).fill_null(False) for column in COLUMNS}
     for column in COLUMNS:
         heading = written_as[column]
@@ -230,15 +304,15 @@ def type_rows(
         if unsaved_formulas and unsaved_formulas.get(column):
             formula = raw["source_row"].is_in(unsaved_formulas[column])
             problems.append((formula, pl.lit(f"{heading}: {FORMULA_WITHOUT_RESULT}")))
-        if column in _PARSERS:
-            strict, lenient = _PARSERS[column]
+        if column in parsers:
+            strict, lenient = parsers[column]
             typed_columns[column], untypeable = _parse(raw[column], strict, lenient)
             if untypeable.any():
                 untypeable = untypeable & ~nul[column]  # said once, as a NUL
-                reason = pl.format(
-                    "{}: expected {}, got '{}'", pl.lit(heading), pl.lit(EXPECTED[column]), pl.col(column)
-                )
+                expected = _expected(column, date_order)
+                reason = pl.format("{}: expected {}, got '{}'", pl.lit(heading), pl.lit(expected), pl.col(column))
                 problems.append((untypeable, reason))
+    problems += implausible(typed_columns, written_as, rules or ValueRules())
     typed = raw.with_columns(**typed_columns)
     if not problems:
         return TypedSheet(sheet_name, rows=typed, rejected=_no_rejections())
@@ -246,7 +320,10 @@ def type_rows(
     if not bad.any():
         return TypedSheet(sheet_name, rows=typed, rejected=_no_rejections())
     # Reasons are spelled out for the few bad rows only.
-    failures = [pl.when(pl.lit(mask.filter(bad))).then(reason) for mask, reason in problems]
+    failures = [
+        pl.when(pl.lit(mask.filter(bad))).then(reason if isinstance(reason, pl.Expr) else pl.lit(reason.filter(bad)))
+        for mask, reason in problems
+    ]
     # One chunk per column: polars 1.43 panics ("i < self.len()") formatting a reason over columns filtered
     # into different chunkings, as a CSV parsed by several threads gives (a file with ~1,000 bad dates).
     rejected = (

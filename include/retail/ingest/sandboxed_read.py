@@ -25,7 +25,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
     from include.retail.ingest.contract import TypedSheet
     from include.retail.ingest.sheets import Sheet
+    from include.retail.ingest.value_rules import ValueRules
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[3]
 _RESULT = "result.json"
@@ -45,9 +46,16 @@ _ERRORS = "errors.txt"
 _EAGER_ROWS = 50_000
 
 
+def _default_value_rules() -> ValueRules:
+    from include.retail.ingest.value_rules import ValueRules
+
+    return ValueRules()
+
+
 @dataclass(frozen=True)
 class ReadLimits:
-    """Bounds on what reading one file may cost; a file beyond any of them is rejected, naming the bound.
+    """Bounds on what reading one file may cost; a file beyond any of them is rejected, naming the bound. And
+    ``value_rules``, what its values may be, which the read applies as it types (a value beyond them rejects its row).
 
     The defaults let a 1,048,575-row workbook (Excel's limit) through with room to spare.
     """
@@ -70,12 +78,19 @@ class ReadLimits:
     """Cells a sheet's declared dimension may span (rows × columns): a full-height sheet 64 columns wide.
     A reader makes one dense grid of it, 32 bytes a cell before any text."""
 
+    value_rules: ValueRules = field(default_factory=_default_value_rules)
+    """What a value may be (``value_rules.ValueRules``: plausible ranges, declared date orders). It travels with the
+    limits, from the task's Airflow Variables to the child process that types the rows; ``from_settings`` leaves it
+    at its default (``ValueRules.from_settings`` reads its own Variables)."""
+
     @classmethod
     def from_settings(cls, setting: Callable[[str], str | None]) -> ReadLimits:
         """The limits ``setting`` (field name -> text, or None) overrides, the others at their default: settings
         arrive as text (Airflow Variables), so each is converted to its field's type."""
         overrides: dict[str, int | float] = {}
         for limit in fields(cls):
+            if limit.name == "value_rules":
+                continue
             value = setting(limit.name)
             if value is not None:
                 kind = type(limit.default) if limit.default is not MISSING else float
@@ -224,6 +239,7 @@ def read_typed(path: Path, source_name: str, limits: ReadLimits | None = None) -
         "max_memory_mb": limits.max_memory_mb,
         "layout": {name: asdict(part) for name, part in layout.sheets.items()},
         "folder": folder.name,
+        "value_rules": limits.value_rules.as_request(),
     }
     source = TypedSource(_start_child(request), folder, source_name, limits)
     try:
@@ -287,7 +303,9 @@ def _child(request: dict) -> None:
     from include.retail.ingest.contract import FileRejected
 
     try:
-        outcome = _read_and_type(Path(request["path"]), request["source_name"], request["layout"], folder)
+        outcome = _read_and_type(
+            Path(request["path"]), request["source_name"], request["layout"], folder, request["value_rules"]
+        )
     except MemoryError:
         sys.exit("MemoryError")
     except FileRejected as rejection:
@@ -295,17 +313,28 @@ def _child(request: dict) -> None:
     (folder / _RESULT).write_text(json.dumps(outcome, default=str))
 
 
-def _read_and_type(path: Path, source_name: str, layout_request: dict, folder: Path) -> dict:
+def _read_and_type(path: Path, source_name: str, layout_request: dict, folder: Path, rules_request: dict) -> dict:
     """Read and type batch by batch, announcing each batch's files on stdout as soon as they are written."""
     from include.retail.ingest.contract import type_rows
     from include.retail.ingest.reader import iter_batches
+    from include.retail.ingest.sheets import BATCH_ROWS
+    from include.retail.ingest.value_rules import ValueRules
 
     layout = WorkbookLayout({name: SheetPart(**part) for name, part in layout_request.items()})
-    found, batches = iter_batches(path, source_name, layout)
+    rules = ValueRules.from_request(rules_request)
+    found, batches = iter_batches(path, source_name, layout, BATCH_ROWS, rules.declared_date_order(source_name))
     for number, batch in enumerate(batches):
         sheet = batch.sheet
         formulas_by_column = _by_column(batch.formulas, sheet, layout) if batch.formulas else None
-        typed = type_rows(sheet.raw, sheet.written_as, formulas_by_column, sheet_name=sheet.name)
+        typed = type_rows(
+            sheet.raw,
+            sheet.written_as,
+            formulas_by_column,
+            sheet_name=sheet.name,
+            row_faults=batch.row_faults,
+            date_order=found.date_order,
+            rules=rules,
+        )
         names = {"name": sheet.name, "rows": f"rows-{number}.arrow", "rejected": f"rejected-{number}.arrow"}
         typed.rows.write_ipc(folder / names["rows"], compression="uncompressed")
         typed.rejected.write_ipc(folder / names["rejected"], compression="uncompressed")

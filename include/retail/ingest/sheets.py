@@ -9,6 +9,7 @@ import polars as pl
 
 from include.retail.ingest import contract
 from include.retail.ingest.contract import COLUMNS, HEADINGS, MAX_CELL_CHARACTERS, match_header
+from include.retail.ingest.value_rules import DateEvidence, DateOrder
 
 CONTRACT_HEADINGS = ", ".join(HEADINGS.values())
 
@@ -30,19 +31,25 @@ class Sheet:
 @dataclass(frozen=True)
 class SheetBatch:
     """Consecutive rows of one sheet (or the CSV), read as ``read_source`` reads them, with the cells of formulas
-    without a saved result among them (source row, column in the sheet's grid)."""
+    without a saved result among them (source row, column in the sheet's grid), and the rows the reader found
+    broken (``row_faults``: source_row, reason; a CSV line shorter than its header), which typing rejects."""
 
     sheet: Sheet
     formulas: list[tuple[int, int]]
+    row_faults: pl.DataFrame | None = None
 
 
 @dataclass
 class BatchedSource:
-    """What ``iter_batches`` learns of the file as it reads; complete once its batches are exhausted."""
+    """What ``iter_batches`` learns of the file as it reads; complete once its batches are exhausted, but for
+    ``date_order``, settled before the first batch holding a date written with slashes is handed out."""
 
     ignored_sheets: list[str]
     encoding: str | None = None
     row_count: int = 0
+    date_order: DateOrder | None = None  # how to read the file's dates written with slashes
+    # The day/month evidence of the whole file, when the reader gathers it ahead (CSV); None: the batches read so far
+    date_evidence: DateEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class SourceContents:
     sheets: list[Sheet]
     ignored_sheets: list[str]  # sheets with no contract column at all, e.g. notes
     encoding: str | None  # of a CSV
+    date_order: DateOrder | None = None  # how to read its dates written with slashes (settled by read_source)
 
     @property
     def row_count(self) -> int:

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from include.retail.ingest.sandboxed_read import ReadLimits
+    from include.retail.ingest.value_rules import ValueRules
 
 # Faults of the platform (a database restart, S3 unreachable or throttling) are retried with backoff; after
 # the last try ingest_file records the file `failed` (load.ingest_or_record_failed). The file's faults are
@@ -43,10 +44,31 @@ INGEST_DEFAULT_ARGS = {
 
 def read_limits() -> ReadLimits:
     """The reader's limits, each overridable by the Airflow Variable ``config.READ_LIMIT_VARIABLE_PREFIX`` +
-    the field's name; unset ones keep their documented default."""
+    the field's name; unset ones keep their documented default. They carry the ``value_rules``."""
+    import dataclasses
+
     from include.retail.ingest.sandboxed_read import ReadLimits
 
-    return ReadLimits.from_settings(lambda name: Variable.get(config.READ_LIMIT_VARIABLE_PREFIX + name, default=None))
+    limits = ReadLimits.from_settings(lambda name: Variable.get(config.READ_LIMIT_VARIABLE_PREFIX + name, default=None))
+    return dataclasses.replace(limits, value_rules=value_rules())
+
+
+def value_rules() -> ValueRules:
+    """What a value may be, each rule overridable by the Airflow Variable ``config.VALUE_RULE_VARIABLE_PREFIX`` + the
+    field's name, and the date orders declared per key prefix by ``config.DATE_ORDER_VARIABLE`` (JSON); unset ones
+    keep their documented default. A Variable that does not parse fails the task, naming it."""
+    from include.retail.ingest.value_rules import ValueRules
+
+    def setting(name: str) -> str | None:
+        return Variable.get(config.VALUE_RULE_VARIABLE_PREFIX + name, default=None)
+
+    date_orders = Variable.get(config.DATE_ORDER_VARIABLE, default=config.DEFAULT_DATE_ORDER)
+    try:
+        return ValueRules.from_settings(setting, date_orders)
+    except ValueError as error:
+        raise AirflowFailException(
+            f"a Variable {config.VALUE_RULE_VARIABLE_PREFIX}* or {config.DATE_ORDER_VARIABLE} is not valid: {error}"
+        ) from error
 
 
 @task

@@ -25,6 +25,14 @@ DEFAULT_MAX_REJECTED_FRACTION = 0.01  # a file with more than 1% untypeable rows
 # The reader's limits (include/retail/ingest/sandboxed_read.py, ReadLimits: each field documents its default):
 # the Variable ``retail_read_limit_<field>`` overrides field <field>, e.g. retail_read_limit_max_memory_mb.
 READ_LIMIT_VARIABLE_PREFIX = "retail_read_limit_"
+# What a value may be (include/retail/ingest/value_rules.py, ValueRules: each field documents its default): the
+# Variable ``retail_value_rule_<field>`` overrides field <field>, e.g. retail_value_rule_max_abs_quantity = 5000000,
+# retail_value_rule_earliest_invoice_date = 1995-01-01.
+VALUE_RULE_VARIABLE_PREFIX = "retail_value_rule_"
+# How the files under a key prefix write dates with slashes, as JSON: {"incoming/uk/": "day_first"} (or
+# "month_first"). A file under no declared prefix must settle the order by its own dates, or is rejected.
+DATE_ORDER_VARIABLE = "retail_date_order"
+DEFAULT_DATE_ORDER = "{}"  # no prefix declared: every file's dates settle their own order
 
 # The bucket's layout.
 INCOMING_PREFIX = "incoming/"
