@@ -21,22 +21,12 @@ from devstack.aws import BUCKET
 from devstack.processes import group_members
 from devstack.stack import Stack
 from devstack.state import port_open
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.live_stack import devstack_cli, wait_for_ledger
 
 pytestmark = pytest.mark.e2e
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's chromium as root in a closed network: no sandbox, no GPU, no calls home (DESIGN.md section 7).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 # The UI is a single-page app: each page waits on several API calls to a one-worker api-server that shares
 # two cores with the scheduler, the dag-processor and the triggerer. Playwright's 5 s default for `expect`
 # is too short for a first page on a busy CI machine.

@@ -11,25 +11,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from include.retail.transform.gold_report import GoldReport
 from include.retail.transform.gold_report_page import embedded_data, render_html
+from tests.chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.unit.test_gold_report import MONTHLY, QUALITY, REPORT
 
-CHROMIUM = Path("/usr/bin/chromium")
-# Debian's chromium as root in a closed network: no sandbox, no GPU, no calls home (as tests/e2e does).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason=f"no Chromium binary at {CHROMIUM} (apt-get install -y chromium)"
 )
